@@ -1,0 +1,81 @@
+# Single entry point. Every README command and .ci/run call these targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export PYTHONDONTWRITEBYTECODE := 1
+# Never let a local run or a test reach a real AWS endpoint by accident.
+export AWS_EC2_METADATA_DISABLED := true
+
+IMAGES ?= demo-images
+OUT ?= demo-out
+STACK ?= ImageCaptioning
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test test-unit test-integration test-infra test-e2e lint format \
+        bench bench-quota fuzz synth deploy destroy clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml package.json
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	npm install --no-audit --no-fund --loglevel=error
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv, install Python and npm dependencies (idempotent)
+
+demo: setup ## generate sample images and run the whole pipeline locally
+	$(PY) -m imgcap.samples --out $(IMAGES)
+	$(VENV)/bin/imgcap local --images $(IMAGES) --out $(OUT)
+
+test: setup ## the full test suite (unit, integration, infra, end to end)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: setup
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-infra: setup
+	$(PY) -m pytest tests/infra $(PYTEST_ARGS)
+
+test-e2e: setup
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+lint: setup ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy lambdas imgcap infra app.py
+
+format: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: setup ## resize/encode benchmark against the notebook's code (issue 7)
+	$(PY) -m bench.bench_image
+
+bench-quota: setup ## caption throughput at the quota on the local runtime (issue 5)
+	$(PY) -m bench.bench_quota
+
+fuzz: setup ## bounded fuzzing of the decode path (not part of make test)
+	$(PY) -m bench.fuzz_decode
+
+synth: setup ## cdk synth offline, with cdk-nag, then cfn-lint
+	npx cdk synth --quiet
+	$(VENV)/bin/cfn-lint cdk.out/$(STACK).template.json
+
+deploy: setup ## cdk deploy (needs AWS credentials; see README)
+	npx cdk deploy $(STACK) $(CDK_ARGS)
+
+destroy: setup
+	npx cdk destroy $(STACK) $(CDK_ARGS)
+
+clean:
+	rm -rf cdk.out $(OUT) $(IMAGES) .pytest_cache .mypy_cache .ruff_cache build

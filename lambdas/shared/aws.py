@@ -1,0 +1,24 @@
+"""boto3 client factories: plain clients, one per service per execution environment.
+
+Endpoints are never configured here: locally ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>``
+point boto3 at the loopback servers, in Lambda the defaults apply.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+
+@lru_cache(maxsize=None)
+def client(service: str, max_attempts: int = 3, read_timeout: float = 60.0) -> Any:
+    config = Config(
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        read_timeout=read_timeout,
+        connect_timeout=5,
+        tcp_keepalive=True,
+    )
+    return boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]

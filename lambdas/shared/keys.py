@@ -1,0 +1,69 @@
+"""Key layout: every artefact is a prefix + the source's path below ``images/`` + a suffix.
+
+``images/trips/a b.jpg`` -> ``base64_images/trips/a b.jpg.txt`` -> ``captions/trips/a b.jpg.json``
+(and ``errors/trips/a b.jpg.json`` when a stage rejects it). Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+IMAGES_PREFIX = "images/"
+ENCODED_PREFIX = "base64_images/"
+CAPTIONS_PREFIX = "captions/"
+ERRORS_PREFIX = "errors/"
+CLAIMS_PREFIX = "claims/"
+
+ENCODED_SUFFIX = ".txt"
+CAPTION_SUFFIX = ".json"
+ERROR_SUFFIX = ".json"
+CLAIM_SUFFIX = ".json"
+
+# S3 keys are at most 1024 bytes of UTF-8.
+MAX_KEY_BYTES = 1024
+_HASH_CHARS = 16
+
+
+class KeyError_(ValueError):  # noqa: N801 - avoid shadowing the builtin KeyError
+    """A key that is not below ``images/`` (or is empty below it)."""
+
+
+def is_folder_marker(key: str) -> bool:
+    """Console 'Create folder' writes zero-byte keys ending in '/': they are not uploads."""
+    return key.endswith("/")
+
+
+def relative_path(source_key: str) -> str:
+    """The source's path below ``images/``; raises ``KeyError_`` for keys outside it."""
+    if not source_key.startswith(IMAGES_PREFIX) or len(source_key) == len(IMAGES_PREFIX):
+        raise KeyError_(f"key {source_key!r} is not below {IMAGES_PREFIX!r}")
+    return source_key[len(IMAGES_PREFIX) :]
+
+
+def _derive(prefix: str, rel: str, suffix: str) -> str:
+    key = f"{prefix}{rel}{suffix}"
+    if len(key.encode("utf-8")) <= MAX_KEY_BYTES:
+        return key
+    # Too long once prefix and suffix are added: keep a readable head and make it unique
+    # with a hash of the full relative path. The records carry the full source key.
+    digest = hashlib.sha256(rel.encode("utf-8")).hexdigest()[:_HASH_CHARS]
+    budget = MAX_KEY_BYTES - len(prefix.encode()) - len(suffix.encode()) - _HASH_CHARS - 1
+    head = rel.encode("utf-8")[:budget].decode("utf-8", errors="ignore")
+    return f"{prefix}{head}~{digest}{suffix}"
+
+
+def encoded_key(source_key: str) -> str:
+    return _derive(ENCODED_PREFIX, relative_path(source_key), ENCODED_SUFFIX)
+
+
+def caption_key(source_key: str) -> str:
+    return _derive(CAPTIONS_PREFIX, relative_path(source_key), CAPTION_SUFFIX)
+
+
+def error_key(source_key: str) -> str:
+    return _derive(ERRORS_PREFIX, relative_path(source_key), ERROR_SUFFIX)
+
+
+def claim_key(source_key: str, source_etag: str) -> str:
+    """Short-lived lease that makes the paid model call happen once per (key, ETag)."""
+    return _derive(CLAIMS_PREFIX, f"{relative_path(source_key)}.{source_etag}", CLAIM_SUFFIX)

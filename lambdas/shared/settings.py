@@ -1,0 +1,162 @@
+"""Stage settings: environment variables (deploy-time) + SSM parameters (runtime tunables).
+
+Parsed once per execution environment for the environment part; SSM values come through
+Powertools parameters with a cache (``SSM_MAX_AGE_SECONDS``), so a prompt, model or pacing change
+in SSM takes effect within that time without a redeploy. Missing or invalid configuration raises
+``ConfigError`` naming the item on the first invocation (the cold start).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+from lambdas.shared.config import (
+    SSM_DEFAULTS,
+    ConfigError,
+    ImageSpec,
+    ModelSpec,
+    PacingSpec,
+    image_spec_from,
+    model_spec_from,
+    pacing_spec_from,
+)
+
+ENV_BUCKET = "BUCKET_NAME"
+ENV_QUEUE_URL = "QUEUE_URL"
+ENV_SSM_PREFIX = "SSM_PREFIX"
+ENV_MAX_CONCURRENCY = "MAX_CONCURRENCY"
+ENV_SSM_MAX_AGE = "SSM_MAX_AGE_SECONDS"
+ENV_MEMORY = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"  # set by Lambda itself
+ENV_BACKOFF_BASE = "THROTTLE_BACKOFF_BASE_SECONDS"
+ENV_BACKOFF_MAX = "THROTTLE_BACKOFF_MAX_SECONDS"
+ENV_MODEL_ERROR_ATTEMPTS = "MODEL_ERROR_MAX_ATTEMPTS"
+ENV_BEDROCK_READ_TIMEOUT = "BEDROCK_READ_TIMEOUT_SECONDS"
+ENV_BEDROCK_MAX_ATTEMPTS = "BEDROCK_MAX_ATTEMPTS"
+ENV_CLAIM_LEASE = "CLAIM_LEASE_SECONDS"
+
+
+@dataclass(frozen=True, slots=True)
+class EnvSettings:
+    bucket: str
+    ssm_prefix: str
+    ssm_max_age_s: int
+    memory_mb: int
+    queue_url: str | None
+    max_concurrency: int
+    backoff_base_s: float
+    backoff_max_s: float
+    model_error_max_attempts: int
+    bedrock_read_timeout_s: float
+    bedrock_max_attempts: int
+    claim_lease_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ResizeSettings:
+    bucket: str
+    queue_url: str
+    image: ImageSpec
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionSettings:
+    bucket: str
+    model: ModelSpec
+    pacing: PacingSpec
+    backoff_base_s: float
+    backoff_max_s: float
+    model_error_max_attempts: int
+    bedrock_read_timeout_s: float
+    bedrock_max_attempts: int
+    claim_lease_s: float
+
+
+def _require(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise ConfigError(f"environment variable {name} is missing")
+    return value
+
+
+def _env_number(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"environment variable {name} must be a number, got {raw!r}") from exc
+    if not lo <= value <= hi:
+        raise ConfigError(f"environment variable {name} must be between {lo} and {hi}, got {raw!r}")
+    return value
+
+
+def env_settings_from(env: Mapping[str, str]) -> EnvSettings:
+    """Parse and validate the deploy-time part (pure over the given mapping)."""
+    prefix = _require(env, ENV_SSM_PREFIX)
+    if not prefix.startswith("/") or prefix.endswith("/"):
+        raise ConfigError(f"environment variable {ENV_SSM_PREFIX} must look like /stack-name, got {prefix!r}")
+    return EnvSettings(
+        bucket=_require(env, ENV_BUCKET),
+        ssm_prefix=prefix,
+        ssm_max_age_s=int(_env_number(env, ENV_SSM_MAX_AGE, 60, 0, 3600)),
+        memory_mb=int(_env_number(env, ENV_MEMORY, 1769, 128, 10240)),
+        queue_url=env.get(ENV_QUEUE_URL, "").strip() or None,
+        max_concurrency=int(_env_number(env, ENV_MAX_CONCURRENCY, 2, 1, 1000)),
+        backoff_base_s=_env_number(env, ENV_BACKOFF_BASE, 10, 0, 43_200),
+        backoff_max_s=_env_number(env, ENV_BACKOFF_MAX, 300, 0, 43_200),
+        model_error_max_attempts=int(_env_number(env, ENV_MODEL_ERROR_ATTEMPTS, 3, 1, 100)),
+        bedrock_read_timeout_s=_env_number(env, ENV_BEDROCK_READ_TIMEOUT, 60, 1, 900),
+        bedrock_max_attempts=int(_env_number(env, ENV_BEDROCK_MAX_ATTEMPTS, 2, 1, 10)),
+        claim_lease_s=_env_number(env, ENV_CLAIM_LEASE, 900, 1, 43_200),
+    )
+
+
+@lru_cache(maxsize=1)
+def env_settings() -> EnvSettings:
+    return env_settings_from(os.environ)
+
+
+def ssm_values(prefix: str, max_age_s: int) -> dict[str, str]:
+    """All parameters under the prefix (names relative to it), cached by Powertools."""
+    from aws_lambda_powertools.utilities import parameters
+
+    try:
+        values = parameters.get_parameters(prefix, max_age=max_age_s)
+    except parameters.exceptions.GetParameterError as exc:
+        raise ConfigError(f"cannot read SSM parameters under {prefix}: {exc}") from exc
+    out = {str(k).lstrip("/"): str(v) for k, v in dict(values).items()}
+    if not out:
+        # Nothing at all under the prefix: almost always a wrong SSM_PREFIX or stack name.
+        raise ConfigError(f"no SSM parameters found under {prefix} (is {ENV_SSM_PREFIX} right?)")
+    missing = [f"{prefix}/{name}" for name in SSM_DEFAULTS if name not in out]
+    if missing:
+        raise ConfigError(f"SSM parameter(s) missing: {', '.join(missing)}")
+    return out
+
+
+def resize_settings() -> ResizeSettings:
+    env = env_settings()
+    if env.queue_url is None:
+        raise ConfigError(f"environment variable {ENV_QUEUE_URL} is missing")
+    values = ssm_values(env.ssm_prefix, env.ssm_max_age_s)
+    return ResizeSettings(bucket=env.bucket, queue_url=env.queue_url, image=image_spec_from(values, env.memory_mb))
+
+
+def caption_settings() -> CaptionSettings:
+    env = env_settings()
+    values = ssm_values(env.ssm_prefix, env.ssm_max_age_s)
+    return CaptionSettings(
+        bucket=env.bucket,
+        model=model_spec_from(values),
+        pacing=pacing_spec_from(values, env.max_concurrency),
+        backoff_base_s=env.backoff_base_s,
+        backoff_max_s=env.backoff_max_s,
+        model_error_max_attempts=env.model_error_max_attempts,
+        bedrock_read_timeout_s=env.bedrock_read_timeout_s,
+        bedrock_max_attempts=env.bedrock_max_attempts,
+        claim_lease_s=env.claim_lease_s,
+    )
