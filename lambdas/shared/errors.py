@@ -11,6 +11,7 @@ from enum import StrEnum
 class ErrorCode(StrEnum):
     # resize/encode stage
     EMPTY_FILE = "empty_file"  # zero bytes
+    FILE_TOO_LARGE = "file_too_large"  # more bytes than the function's memory can safely hold
     UNSUPPORTED_FORMAT = "unsupported_format"  # not an image, or a format we do not decode
     CORRUPT_IMAGE = "corrupt_image"  # truncated, bad CRC, broken chunks, undecodable
     TOO_MANY_PIXELS = "too_many_pixels"  # decompression bomb / over the memory-derived limit

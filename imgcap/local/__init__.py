@@ -1,0 +1,1 @@
+"""The local runtime: the same handlers on loopback servers (moto, a Bedrock stand-in)."""

@@ -1,0 +1,178 @@
+"""Resize/encode one uploaded object: the stage's use case, over injected adapters.
+
+For each ``images/<path>`` object: read it (only the version the event announced), turn it into an
+exact-size PNG (``imaging.resize_and_encode``), store the base64 text at ``base64_images/<path>.txt``
+and send one small message to the caption queue. Unusable input becomes ``errors/<path>.json``.
+
+Idempotent: when ``base64_images/<path>.txt`` already holds this source ETag (an S3 event retry, or
+a crash between write and send), the encode is skipped but the message is sent again; the caption
+stage makes sure a duplicate message costs no second model call.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from lambdas.resize.events import ObjectRef
+from lambdas.shared import keys
+from lambdas.shared.config import ImageSpec
+from lambdas.shared.errors import ErrorCode, Rejection
+from lambdas.shared.records import ImageMessage, error_record, utc_now_iso
+from lambdas.shared.storage import ObjectMissing, PreconditionFailed, Queue, Store
+
+STAGE = "resize"
+
+
+class Outcome(StrEnum):
+    RESIZED = "resized"
+    DUPLICATE = "duplicate"  # already encoded for this ETag: message re-sent, no re-encode
+    REJECTED = "rejected"  # error record written
+    SUPERSEDED = "superseded"  # a newer upload replaced the object; its own event will handle it
+    IGNORED = "ignored"  # folder marker or key outside images/
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    key: str
+    outcome: Outcome
+    error_code: str | None = None
+    message: str = ""
+    duration_ms: float = 0.0
+
+
+class Encoded(Protocol):
+    """What the encoder returns (structural: ``imaging.EncodedImage`` satisfies it)."""
+
+    @property
+    def b64(self) -> bytes: ...
+    @property
+    def source_format(self) -> str: ...
+    @property
+    def source_width(self) -> int: ...
+    @property
+    def source_height(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+
+
+Encoder = Callable[[bytes, ImageSpec], Encoded]
+
+
+def max_source_bytes(spec: ImageSpec) -> int:
+    """Largest upload we read into memory: one byte per allowed pixel (compressed sizes are far below)."""
+    return spec.max_pixels
+
+
+def _reject(store: Store, ref: ObjectRef, code: ErrorCode, message: str, error_type: str) -> None:
+    record = error_record(
+        stage=STAGE,
+        error_code=code.value,
+        error_type=error_type,
+        message=message,
+        retryable=False,
+        bucket=ref.bucket,
+        source_key=ref.key,
+        source_etag=ref.etag,
+    )
+    store.put_json(keys.error_key(ref.key), record, metadata={"source-etag": ref.etag or ""})
+
+
+def process_object(
+    ref: ObjectRef,
+    *,
+    store: Store,
+    queue: Queue,
+    spec: ImageSpec,
+    encode: Encoder,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Result:
+    """Handle one uploaded object. Permanent problems return REJECTED; S3/SQS faults raise."""
+    started = clock()
+
+    def done(outcome: Outcome, code: str | None = None, message: str = "") -> Result:
+        return Result(ref.key, outcome, code, message, (clock() - started) * 1000)
+
+    if keys.is_folder_marker(ref.key):
+        return done(Outcome.IGNORED, message="folder marker")
+    try:
+        encoded_key = keys.encoded_key(ref.key)
+    except keys.KeyError_ as exc:
+        return done(Outcome.IGNORED, message=str(exc))
+
+    # Size first: an empty or oversized upload is rejected without reading it.
+    head = None
+    if ref.etag is None or ref.size is None:
+        head = store.head(ref.key)
+        if head is None:
+            _reject(store, ref, ErrorCode.SOURCE_MISSING, "the upload was deleted before it was processed", "NoSuchKey")
+            return done(Outcome.REJECTED, ErrorCode.SOURCE_MISSING.value)
+        ref = ObjectRef(ref.bucket, ref.key, ref.etag or head.etag, head.size, ref.event_time)
+    size = ref.size or 0
+    if size == 0:
+        _reject(store, ref, ErrorCode.EMPTY_FILE, "the upload is empty (0 bytes)", "EmptyFile")
+        return done(Outcome.REJECTED, ErrorCode.EMPTY_FILE.value)
+    limit = max_source_bytes(spec)
+    if size > limit:
+        message = f"the upload is {size:,} bytes; this function reads at most {limit:,} bytes"
+        _reject(store, ref, ErrorCode.FILE_TOO_LARGE, message, "FileTooLarge")
+        return done(Outcome.REJECTED, ErrorCode.FILE_TOO_LARGE.value)
+
+    existing = store.head(encoded_key)
+    if existing is not None and existing.metadata.get("source-etag") == ref.etag:
+        width = int(existing.metadata.get("source-width", "0") or 0)
+        height = int(existing.metadata.get("source-height", "0") or 0)
+        _send(queue, ref, encoded_key, width, height)
+        return done(Outcome.DUPLICATE)
+
+    try:
+        data, info = store.get_bytes(ref.key, if_match=ref.etag)
+    except PreconditionFailed:
+        return done(Outcome.SUPERSEDED, message="object changed since the event; the newer upload has its own event")
+    except ObjectMissing:
+        _reject(store, ref, ErrorCode.SOURCE_MISSING, "the upload was deleted before it was processed", "NoSuchKey")
+        return done(Outcome.REJECTED, ErrorCode.SOURCE_MISSING.value)
+
+    try:
+        encoded = encode(data, spec)
+    except Rejection as rejection:
+        _reject(store, ref, rejection.code, rejection.message, rejection.error_type)
+        return done(Outcome.REJECTED, rejection.code.value, rejection.message)
+    del data
+
+    store.put_bytes(
+        encoded_key,
+        encoded.b64,
+        "text/plain",
+        metadata={
+            "source-etag": info.etag,
+            "source-format": encoded.source_format,
+            "source-width": str(encoded.source_width),
+            "source-height": str(encoded.source_height),
+            "width": str(encoded.width),
+            "height": str(encoded.height),
+            "policy": spec.policy.value,
+        },
+    )
+    # A re-upload that now succeeds must not keep an older rejection around.
+    store.delete(keys.error_key(ref.key))
+    _send(queue, ref, encoded_key, encoded.source_width, encoded.source_height)
+    return done(Outcome.RESIZED)
+
+
+def _send(queue: Queue, ref: ObjectRef, encoded_key: str, width: int, height: int) -> None:
+    message = ImageMessage(
+        bucket=ref.bucket,
+        source_key=ref.key,
+        source_etag=ref.etag or "",
+        encoded_key=encoded_key,
+        width=width,
+        height=height,
+        uploaded_at=ref.event_time or utc_now_iso(),
+    )
+    queue.send(message.to_json())
