@@ -62,5 +62,7 @@ def endpoint_environment(moto_url: str, bedrock_url: str | None) -> dict[str, st
         env["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = bedrock_url
         env.update(LOCAL_CREDENTIALS)
     else:
-        env["AWS_DEFAULT_REGION"] = os.environ.get("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", LOCAL_REGION))
+        env["AWS_DEFAULT_REGION"] = os.environ.get(
+            "AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", LOCAL_REGION)
+        )
     return env

@@ -110,7 +110,13 @@ def process_object(
     if ref.etag is None or ref.size is None:
         head = store.head(ref.key)
         if head is None:
-            _reject(store, ref, ErrorCode.SOURCE_MISSING, "the upload was deleted before it was processed", "NoSuchKey")
+            _reject(
+                store,
+                ref,
+                ErrorCode.SOURCE_MISSING,
+                "the upload was deleted before it was processed",
+                "NoSuchKey",
+            )
             return done(Outcome.REJECTED, ErrorCode.SOURCE_MISSING.value)
         ref = ObjectRef(ref.bucket, ref.key, ref.etag or head.etag, head.size, ref.event_time)
     size = ref.size or 0
@@ -133,9 +139,17 @@ def process_object(
     try:
         data, info = store.get_bytes(ref.key, if_match=ref.etag)
     except PreconditionFailed:
-        return done(Outcome.SUPERSEDED, message="object changed since the event; the newer upload has its own event")
+        return done(
+            Outcome.SUPERSEDED, message="object changed since the event; the newer upload has its own event"
+        )
     except ObjectMissing:
-        _reject(store, ref, ErrorCode.SOURCE_MISSING, "the upload was deleted before it was processed", "NoSuchKey")
+        _reject(
+            store,
+            ref,
+            ErrorCode.SOURCE_MISSING,
+            "the upload was deleted before it was processed",
+            "NoSuchKey",
+        )
         return done(Outcome.REJECTED, ErrorCode.SOURCE_MISSING.value)
 
     try:

@@ -6,14 +6,14 @@ point boto3 at the loopback servers, in Lambda the defaults apply.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import boto3
 from botocore.config import Config
 
 
-@lru_cache(maxsize=None)
+@cache
 def client(service: str, max_attempts: int = 3, read_timeout: float = 60.0) -> Any:
     config = Config(
         retries={"max_attempts": max_attempts, "mode": "standard"},
@@ -21,4 +21,4 @@ def client(service: str, max_attempts: int = 3, read_timeout: float = 60.0) -> A
         connect_timeout=5,
         tcp_keepalive=True,
     )
-    return boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
+    return boto3.session.Session().client(service, config=config)

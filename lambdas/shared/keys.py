@@ -24,7 +24,7 @@ MAX_KEY_BYTES = 1024
 _HASH_CHARS = 16
 
 
-class KeyError_(ValueError):  # noqa: N801 - avoid shadowing the builtin KeyError
+class KeyError_(ValueError):
     """A key that is not below ``images/`` (or is empty below it)."""
 
 

@@ -143,7 +143,9 @@ def resize_settings() -> ResizeSettings:
     if env.queue_url is None:
         raise ConfigError(f"environment variable {ENV_QUEUE_URL} is missing")
     values = ssm_values(env.ssm_prefix, env.ssm_max_age_s)
-    return ResizeSettings(bucket=env.bucket, queue_url=env.queue_url, image=image_spec_from(values, env.memory_mb))
+    return ResizeSettings(
+        bucket=env.bucket, queue_url=env.queue_url, image=image_spec_from(values, env.memory_mb)
+    )
 
 
 def caption_settings() -> CaptionSettings:

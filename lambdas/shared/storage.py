@@ -39,7 +39,10 @@ def _missing(exc: ClientError) -> bool:
 
 
 def _precondition(exc: ClientError) -> bool:
-    return _code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict"} or _status(exc) in {412, 409}
+    return _code(exc) in {"PreconditionFailed", "412", "ConditionalRequestConflict"} or _status(exc) in {
+        412,
+        409,
+    }
 
 
 class Store(Protocol):
