@@ -1,0 +1,315 @@
+"""Names, defaults and CDK context parsing for the stack: the one place infra constants live.
+
+Nothing here creates constructs. ``StackConfig.from_context`` turns the CDK context (``cdk.json``
+plus ``cdk deploy -c name=value``) into one validated, typed object that the constructs read.
+The SSM defaults are an independent copy of ``lambdas.shared.config.SSM_DEFAULTS`` (infra never
+imports Lambda code); an infra test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LAMBDA_PACKAGE_DIR = PROJECT_ROOT / "lambdas"
+LAYER_REQUIREMENTS = PROJECT_ROOT / "requirements-layer.txt"
+
+DEFAULT_STACK_NAME = "ImageCaptioning"
+METRICS_NAMESPACE = "ImageCaptioning"
+
+# Handler entry points, named as strings: infra never imports the Lambda code.
+RESIZE_HANDLER = "lambdas.resize.handler.lambda_handler"
+CAPTION_HANDLER = "lambdas.caption.handler.lambda_handler"
+RESIZE_SERVICE = "resize-encode"
+CAPTION_SERVICE = "caption"
+
+# Lambda runtime: the newest Python that aws-cdk-lib 2.275 offers (cdk-nag AwsSolutions-L1 checks it).
+# The layer's pip target must match it.
+LAMBDA_PYTHON_VERSION = "3.14"
+LAYER_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64")
+
+# Bucket layout (docs/contracts.md). Only IMAGES_PREFIX triggers the resize function.
+IMAGES_PREFIX = "images/"
+ENCODED_PREFIX = "base64_images/"
+CAPTIONS_PREFIX = "captions/"
+ERRORS_PREFIX = "errors/"
+CLAIMS_PREFIX = "claims/"
+CLAIMS_EXPIRE_DAYS = 1
+ABORT_MULTIPART_DAYS = 7
+
+# SSM tunables below /<stack-name>/: parameter name -> (CDK context name, default as stored).
+SSM_TUNABLES: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "model-id": ("modelId", "us.amazon.nova-pro-v1:0"),
+        "prompt": ("prompt", "Generate a detailed description of the image."),
+        "max-tokens": ("maxTokens", "300"),
+        "temperature": ("temperature", "0.3"),
+        "top-p": ("topP", "0.1"),
+        "top-k": ("topK", "20"),
+        "requests-per-minute": ("requestsPerMinute", "100"),
+        "tokens-per-minute": ("tokensPerMinute", "400000"),
+        "target-size": ("targetSize", "1280x720"),
+        "resize-policy": ("resizePolicy", "pad"),
+    }
+)
+# Provisioned facts under the same prefix: the bucket name the notebook series reads, and the
+# queue URLs the operator CLI needs.
+SSM_BUCKET_PARAM = "s3-bucket"
+SSM_QUEUE_URL_PARAM = "queue-url"
+SSM_DLQ_URL_PARAM = "dlq-url"
+RESIZE_POLICIES = ("pad", "crop", "stretch")
+
+# Numeric tunables: (minimum, maximum, integer?) - the same ranges the Lambda settings enforce.
+_NUMERIC_TUNABLES: Mapping[str, tuple[float, float, bool]] = MappingProxyType(
+    {
+        "max-tokens": (1, 10_000, True),
+        "temperature": (0.0, 1.0, False),
+        "top-p": (0.0, 1.0, False),
+        "top-k": (1, 500, True),
+        "requests-per-minute": (0.1, 1_000_000, False),
+        "tokens-per-minute": (1, 1_000_000_000, False),
+    }
+)
+
+# Cross-region inference profiles: a "<geo>." model id is a system-defined inference profile that
+# routes each request to one of these source regions, so InvokeModel must be allowed on the
+# foundation model in every one of them (plus the profile itself in the stack's region). A model
+# id without a geo prefix is a foundation model invoked in the stack's own region only.
+# Source: Amazon Bedrock user guide, "Supported Regions and models for inference profiles"
+# (Amazon Nova Pro rows).
+INFERENCE_PROFILE_REGIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "us": ("us-east-1", "us-east-2", "us-west-2"),
+        "eu": ("eu-central-1", "eu-west-1", "eu-west-3", "eu-north-1", "eu-south-1", "eu-south-2"),
+        "apac": ("ap-northeast-1", "ap-northeast-2", "ap-south-1", "ap-southeast-1", "ap-southeast-2"),
+    }
+)
+
+# Amazon Nova Pro on-demand list price (USD per 1,000 tokens), used by the dashboard's estimated
+# cost per hour. Override with -c inputTokenPricePer1k=... -c outputTokenPricePer1k=...
+NOVA_PRO_INPUT_PRICE_PER_1K = 0.0008
+NOVA_PRO_OUTPUT_PRICE_PER_1K = 0.0032
+
+_STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,99}$")
+_TARGET_SIZE_RE = re.compile(r"^\d{2,4}x\d{2,4}$")
+_MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{2,200}$")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigurationError(ValueError):
+    """Invalid CDK context; the message names the context key."""
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionKnobs:
+    """Deploy-time knobs of the caption function (env vars, docs/contracts.md)."""
+
+    throttle_backoff_base_s: int = 10
+    throttle_backoff_max_s: int = 300
+    model_error_max_attempts: int = 3
+    bedrock_read_timeout_s: int = 60
+    bedrock_max_attempts: int = 2
+    claim_lease_s: int = 900
+
+
+@dataclass(frozen=True, slots=True)
+class StackConfig:
+    """Everything the constructs need, parsed and validated once."""
+
+    stack_name: str = DEFAULT_STACK_NAME
+    tunables: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({name: d for name, (_, d) in SSM_TUNABLES.items()})
+    )
+    destroy_on_removal: bool = False
+    max_concurrency: int = 10
+    resize_memory_mb: int = 1769  # sized for a 24-megapixel upload; the image engineer measures it
+    resize_timeout_s: int = 120
+    caption_memory_mb: int = 512
+    caption_timeout_s: int = 120
+    caption_batch_size: int = 4
+    max_receive_count: int = 20
+    visibility_timeout_factor: int = 6
+    queue_retention_days: int = 4
+    dlq_retention_days: int = 14
+    resize_retry_attempts: int = 2
+    resize_max_event_age_hours: int = 6
+    log_retention_days: int = 30
+    log_level: str = "INFO"
+    ssm_max_age_s: int = 60
+    alarm_email: str | None = None
+    queue_age_alarm_s: int = 900
+    throttle_alarm_threshold: int = 10  # ModelThrottles per alarm period ...
+    throttle_alarm_periods: int = 3  # ... in this many consecutive periods
+    alarm_period_minutes: int = 5
+    input_price_per_1k: float = NOVA_PRO_INPUT_PRICE_PER_1K
+    output_price_per_1k: float = NOVA_PRO_OUTPUT_PRICE_PER_1K
+    caption: CaptionKnobs = field(default_factory=CaptionKnobs)
+
+    @property
+    def ssm_prefix(self) -> str:
+        """``/<stack-name>`` without a trailing slash (the SSM_PREFIX env var)."""
+        return f"/{self.stack_name}"
+
+    @property
+    def model_id(self) -> str:
+        return self.tunables["model-id"]
+
+    @property
+    def queue_visibility_timeout_s(self) -> int:
+        return self.visibility_timeout_factor * self.caption_timeout_s
+
+    @property
+    def dashboard_name(self) -> str:
+        return f"{self.stack_name}-pipeline"
+
+    @classmethod
+    def from_context(cls, get: Callable[[str], Any]) -> StackConfig:
+        """Build from a context getter such as ``app.node.try_get_context``."""
+        ctx = _Context(get)
+        tunables = {name: ctx.text(key, default) for name, (key, default) in SSM_TUNABLES.items()}
+        _validate_tunables(tunables)
+        config = cls(
+            stack_name=ctx.text("stackName", DEFAULT_STACK_NAME),
+            tunables=MappingProxyType(tunables),
+            destroy_on_removal=ctx.flag("destroyOnRemoval", default=False),
+            max_concurrency=ctx.integer("maxConcurrency", 10, lo=2, hi=1000),
+            resize_memory_mb=ctx.integer("resizeMemoryMb", 1769, lo=512, hi=10240),
+            log_level=ctx.text("logLevel", "INFO").upper(),
+            alarm_email=ctx.optional_text("alarmEmail"),
+            queue_age_alarm_s=ctx.integer("queueAgeAlarmSeconds", 900, lo=60, hi=1_209_600),
+            throttle_alarm_threshold=ctx.integer("throttleAlarmThreshold", 10, lo=1, hi=1_000_000),
+            throttle_alarm_periods=ctx.integer("throttleAlarmPeriods", 3, lo=1, hi=288),
+            input_price_per_1k=ctx.number("inputTokenPricePer1k", NOVA_PRO_INPUT_PRICE_PER_1K, lo=0, hi=1000),
+            output_price_per_1k=ctx.number(
+                "outputTokenPricePer1k", NOVA_PRO_OUTPUT_PRICE_PER_1K, lo=0, hi=1000
+            ),
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        if not _STACK_NAME_RE.match(self.stack_name):
+            raise ConfigurationError(
+                f"context stackName must start with a letter and contain only letters, digits and '-', "
+                f"got {self.stack_name!r}"
+            )
+        if self.log_level not in _LOG_LEVELS:
+            raise ConfigurationError(f"context logLevel must be one of {', '.join(_LOG_LEVELS)}")
+        if self.alarm_email is not None and not _EMAIL_RE.match(self.alarm_email):
+            raise ConfigurationError(f"context alarmEmail is not an e-mail address: {self.alarm_email!r}")
+        if self.caption.claim_lease_s <= self.caption_timeout_s:
+            raise ConfigurationError("the claim lease must outlast the caption function timeout")
+        if self.queue_visibility_timeout_s < 6 * self.caption_timeout_s:
+            raise ConfigurationError("queue visibility timeout must be at least 6x the caption timeout")
+        if self.dlq_retention_days <= self.queue_retention_days:
+            raise ConfigurationError("the DLQ must keep messages longer than the queue")
+        _validate_tunables(self.tunables)
+
+
+class _Context:
+    """Typed reads of CDK context values (``-c`` values arrive as strings, cdk.json as JSON)."""
+
+    def __init__(self, get: Callable[[str], Any]) -> None:
+        self._get = get
+
+    def _raw(self, key: str) -> Any:
+        value = self._get(key)
+        if isinstance(value, str) and value.strip() == "":
+            return None
+        return value
+
+    def text(self, key: str, default: str) -> str:
+        value = self._raw(key)
+        return default if value is None else str(value).strip()
+
+    def optional_text(self, key: str) -> str | None:
+        value = self._raw(key)
+        return None if value is None else str(value).strip()
+
+    def flag(self, key: str, *, default: bool) -> bool:
+        value = self._raw(key)
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in {"true", "1", "yes"}:
+            return True
+        if text in {"false", "0", "no"}:
+            return False
+        raise ConfigurationError(f"context {key} must be true or false, got {value!r}")
+
+    def number(self, key: str, default: float, *, lo: float, hi: float) -> float:
+        value = self._raw(key)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"context {key} must be a number, got {value!r}") from exc
+        if not math.isfinite(number) or not lo <= number <= hi:
+            raise ConfigurationError(f"context {key} must be between {lo} and {hi}, got {value!r}")
+        return number
+
+    def integer(self, key: str, default: int, *, lo: int, hi: int) -> int:
+        number = self.number(key, default, lo=lo, hi=hi)
+        if number != int(number):
+            raise ConfigurationError(f"context {key} must be a whole number, got {number!r}")
+        return int(number)
+
+
+def _validate_tunables(tunables: Mapping[str, str]) -> None:
+    missing = sorted(set(SSM_TUNABLES) - set(tunables))
+    if missing:
+        raise ConfigurationError(f"SSM tunables missing: {', '.join(missing)}")
+    for name, (lo, hi, integer) in _NUMERIC_TUNABLES.items():
+        key = SSM_TUNABLES[name][0]
+        raw = tunables[name]
+        try:
+            value = int(raw) if integer else float(raw)
+        except ValueError as exc:
+            kind = "a whole number" if integer else "a number"
+            raise ConfigurationError(f"context {key} must be {kind}, got {raw!r}") from exc
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise ConfigurationError(f"context {key} must be between {lo} and {hi}, got {raw!r}")
+    if not _TARGET_SIZE_RE.match(tunables["target-size"]):
+        raise ConfigurationError(
+            f"context targetSize must look like 1280x720, got {tunables['target-size']!r}"
+        )
+    if tunables["resize-policy"] not in RESIZE_POLICIES:
+        raise ConfigurationError(f"context resizePolicy must be one of {', '.join(RESIZE_POLICIES)}")
+    if not _MODEL_ID_RE.match(tunables["model-id"]) or "*" in tunables["model-id"]:
+        raise ConfigurationError(f"context modelId is not a Bedrock model id: {tunables['model-id']!r}")
+    if not tunables["prompt"]:
+        raise ConfigurationError("context prompt must not be empty")
+
+
+def split_model_id(model_id: str) -> tuple[str | None, str]:
+    """``us.amazon.nova-pro-v1:0`` -> ("us", "amazon.nova-pro-v1:0"); no geo prefix -> (None, id)."""
+    head, _, rest = model_id.partition(".")
+    if rest and head in INFERENCE_PROFILE_REGIONS:
+        return head, rest
+    return None, model_id
+
+
+def bedrock_invoke_resources(model_id: str, *, partition: str, region: str, account: str) -> list[str]:
+    """The ARNs ``bedrock:InvokeModel`` must be allowed on for ``model_id``, and nothing broader.
+
+    ``region``/``account``/``partition`` may be CDK tokens (environment-agnostic stack).
+    """
+    geo, foundation_model = split_model_id(model_id)
+    if geo is None:
+        return [f"arn:{partition}:bedrock:{region}::foundation-model/{foundation_model}"]
+    profile = f"arn:{partition}:bedrock:{region}:{account}:inference-profile/{model_id}"
+    models = [
+        f"arn:{partition}:bedrock:{source}::foundation-model/{foundation_model}"
+        for source in INFERENCE_PROFILE_REGIONS[geo]
+    ]
+    return [profile, *models]

@@ -1,0 +1,106 @@
+"""Caption stage: caption queue -> function (Bedrock Converse) -> ``captions/``.
+
+The event source mapping delivers small batches, reports partial batch failures (a throttled
+message goes back to the queue with a backed-off visibility timeout instead of sleeping in
+Lambda) and caps parallel workers with ``max_concurrency``; no reserved concurrency, which alone
+would make the poller throttle and push good messages to the DLQ. ``MAX_CONCURRENCY`` gives the
+function the same C so each worker paces itself at requests-per-minute / C.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.config import (
+    CAPTION_HANDLER,
+    CAPTION_SERVICE,
+    CAPTIONS_PREFIX,
+    CLAIMS_PREFIX,
+    ENCODED_PREFIX,
+    ERRORS_PREFIX,
+    StackConfig,
+    bedrock_invoke_resources,
+)
+from infra.constructs.configuration import Configuration
+from infra.constructs.function import PipelineFunction
+from infra.constructs.storage import Storage
+
+
+class CaptionStage(Construct):
+    """``function`` fed by ``queue`` through an SQS event source."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StackConfig,
+        storage: Storage,
+        queue: sqs.IQueue,
+        configuration: Configuration,
+        code: lambda_.Code,
+        layer: lambda_.ILayerVersion,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        knobs = config.caption
+        pipeline_function = PipelineFunction(
+            self,
+            "Caption",
+            config=config,
+            handler=CAPTION_HANDLER,
+            service=CAPTION_SERVICE,
+            description="Caption an encoded image with Amazon Bedrock (Converse), paced to the quota share",
+            code=code,
+            layer=layer,
+            memory_mb=config.caption_memory_mb,
+            timeout_s=config.caption_timeout_s,
+            environment={
+                "BUCKET_NAME": storage.bucket.bucket_name,
+                "MAX_CONCURRENCY": str(config.max_concurrency),
+                "THROTTLE_BACKOFF_BASE_SECONDS": str(knobs.throttle_backoff_base_s),
+                "THROTTLE_BACKOFF_MAX_SECONDS": str(knobs.throttle_backoff_max_s),
+                "MODEL_ERROR_MAX_ATTEMPTS": str(knobs.model_error_max_attempts),
+                "BEDROCK_READ_TIMEOUT_SECONDS": str(knobs.bedrock_read_timeout_s),
+                "BEDROCK_MAX_ATTEMPTS": str(knobs.bedrock_max_attempts),
+                "CLAIM_LEASE_SECONDS": str(knobs.claim_lease_s),
+            },
+        )
+        self.function = pipeline_function.function
+        self.log_group = pipeline_function.log_group
+        role = pipeline_function.role
+        # Reads the encoded image; HEADs an existing caption or final error record (dedupe); writes
+        # the caption or an error record; takes, reads and releases the claim that makes the paid
+        # model call happen once.
+        storage.grant_objects(
+            role,
+            read=[ENCODED_PREFIX, CAPTIONS_PREFIX, ERRORS_PREFIX, CLAIMS_PREFIX],
+            write=[CAPTIONS_PREFIX, ERRORS_PREFIX, CLAIMS_PREFIX],
+            delete=[CLAIMS_PREFIX],
+        )
+        configuration.grant_read(role)
+        self._grant_bedrock(role, config.model_id)
+        self.function.add_event_source(
+            sources.SqsEventSource(
+                queue,
+                batch_size=config.caption_batch_size,
+                report_batch_item_failures=True,
+                max_concurrency=config.max_concurrency,
+            )
+        )
+
+    def _grant_bedrock(self, role: iam.Role, model_id: str) -> None:
+        """bedrock:InvokeModel (what Converse needs) on the profile and the models it routes to."""
+        stack = Stack.of(self)
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["bedrock:InvokeModel"],
+                resources=bedrock_invoke_resources(
+                    model_id, partition=stack.partition, region=stack.region, account=stack.account
+                ),
+            )
+        )

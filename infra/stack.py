@@ -1,0 +1,88 @@
+"""The stack: wires the constructs together and publishes the stable outputs. No logic of its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+
+from infra.config import IMAGES_PREFIX, StackConfig
+from infra.constructs.caption_stage import CaptionStage
+from infra.constructs.configuration import Configuration
+from infra.constructs.layer import DependenciesLayer, function_code
+from infra.constructs.monitoring import Monitoring
+from infra.constructs.queues import CaptionQueues
+from infra.constructs.resize_stage import ResizeStage
+from infra.constructs.storage import Storage
+
+# CfnOutput ids are part of the interface: the operator CLI and the tests read them back.
+OUTPUT_IDS = (
+    "BucketName",
+    "UploadPrefix",
+    "QueueUrl",
+    "DeadLetterQueueUrl",
+    "SsmPrefix",
+    "DashboardName",
+    "AlarmTopicArn",
+    "ResizeFunctionName",
+    "CaptionFunctionName",
+    "ResizeFailureQueueUrl",
+)
+
+
+class ImageCaptioningStack(Stack):
+    """S3 upload -> resize/encode -> SQS -> caption (Bedrock) -> S3, with monitoring."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: StackConfig, **kwargs: Any) -> None:
+        super().__init__(
+            scope,
+            construct_id,
+            stack_name=config.stack_name,
+            description="Serverless image captioning: S3 -> resize/encode -> SQS -> Amazon Bedrock -> S3",
+            **kwargs,
+        )
+        storage = Storage(self, "Storage", config=config)
+        queues = CaptionQueues(self, "CaptionQueues", config=config)
+        configuration = Configuration(
+            self,
+            "Configuration",
+            config=config,
+            bucket_name=storage.bucket.bucket_name,
+            queue_url=queues.queue.queue_url,
+            dlq_url=queues.dead_letter_queue.queue_url,
+        )
+        layer = DependenciesLayer(self, "Dependencies").layer
+        code = function_code()
+        stage_inputs: dict[str, Any] = {
+            "config": config,
+            "storage": storage,
+            "queue": queues.queue,
+            "configuration": configuration,
+            "code": code,
+            "layer": layer,
+        }
+        resize = ResizeStage(self, "ResizeStage", **stage_inputs)
+        caption = CaptionStage(self, "CaptionStage", **stage_inputs)
+        monitoring = Monitoring(
+            self, "Monitoring", config=config, queues=queues, resize=resize, caption=caption
+        )
+
+        outputs = {
+            "BucketName": (storage.bucket.bucket_name, "Upload images under s3://<this bucket>/images/"),
+            "UploadPrefix": (IMAGES_PREFIX, "The only prefix that triggers the pipeline"),
+            "QueueUrl": (queues.queue.queue_url, "Caption queue"),
+            "DeadLetterQueueUrl": (queues.dead_letter_queue.queue_url, "Caption messages that kept failing"),
+            "SsmPrefix": (config.ssm_prefix, "SSM path of the tunables and provisioned facts"),
+            "DashboardName": (monitoring.dashboard.dashboard_name, "CloudWatch dashboard"),
+            "AlarmTopicArn": (monitoring.topic.topic_arn, "SNS topic the alarms notify"),
+            "ResizeFunctionName": (resize.function.function_name, "Resize/encode function"),
+            "CaptionFunctionName": (caption.function.function_name, "Caption function"),
+            "ResizeFailureQueueUrl": (
+                resize.failure_queue.queue_url,
+                "Upload events that failed all retries",
+            ),
+        }
+        for output_id in OUTPUT_IDS:
+            value, description = outputs[output_id]
+            CfnOutput(self, output_id, value=value, description=description)
