@@ -1,0 +1,291 @@
+"""``imgcap status``: where the pipeline stands, from the bucket and the queues.
+
+- objects (and bytes) per prefix: images/, base64_images/, captions/, errors/;
+- caption queue depth (visible / in flight / delayed) and DLQ depth;
+- images still pending (no caption and no error record yet) and captions of an older upload;
+- the newest N error records, counted by error code;
+- tokens used (the ``usage`` of every caption record) and the estimated model cost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from imgcap.ops.bucket import (
+    PIPELINE_PREFIXES,
+    ObjectSummary,
+    as_dict,
+    list_objects,
+    read_records,
+    source_key_of,
+)
+from imgcap.ops.context import OpsContext, human_bytes, usd
+from imgcap.progress import Progress
+from lambdas.shared import keys
+
+# Amazon Nova Pro on-demand list price, USD per 1,000 tokens (us-east-1 at the time of writing);
+# the same figures the dashboard's cost widget uses (infra/config.py). Override with flags.
+INPUT_PRICE_PER_1K = 0.0008
+OUTPUT_PRICE_PER_1K = 0.0032
+
+_MESSAGE_CHARS = 120
+_PROGRESS_FROM = 200  # reading fewer captions than this is quick: no progress lines
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixCount:
+    objects: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    visible: int
+    in_flight: int
+    delayed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RecentError:
+    source_key: str
+    error_code: str
+    stage: str
+    message: str
+    occurred_at: str
+
+
+@dataclass(slots=True)
+class Usage:
+    captions_read: int = 0
+    unreadable: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    by_model: dict[str, int] = field(default_factory=dict)
+    estimated_cost_usd: float = 0.0
+
+
+@dataclass(slots=True)
+class Status:
+    stack: str
+    bucket: str
+    region: str | None
+    prefixes: dict[str, PrefixCount]
+    pending: int
+    pending_examples: list[str]
+    stale_captions: int
+    caption_queue: QueueDepth | None
+    dead_letter_queue: QueueDepth | None
+    errors_total: int
+    recent_errors_by_code: dict[str, int]
+    recent_errors: list[RecentError]
+    usage: Usage | None
+    prices_per_1k: dict[str, float]
+    dashboard: str | None
+    generated_at: str
+
+
+def queue_depth(sqs: Any, queue_url: str) -> QueueDepth:
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return QueueDepth(
+        visible=int(attrs.get("ApproximateNumberOfMessages", 0)),
+        in_flight=int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        delayed=int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)),
+    )
+
+
+def estimate_cost(input_tokens: int, output_tokens: int, input_price: float, output_price: float) -> float:
+    return input_tokens / 1000 * input_price + output_tokens / 1000 * output_price
+
+
+def summarise_usage(
+    captions: dict[str, dict[str, Any]], unreadable: int, input_price: float, output_price: float
+) -> Usage:
+    usage = Usage(captions_read=len(captions), unreadable=unreadable)
+    by_model: Counter[str] = Counter()
+    for record in captions.values():
+        tokens = as_dict(record.get("usage"))
+        usage.input_tokens += _int(tokens.get("input_tokens"))
+        usage.output_tokens += _int(tokens.get("output_tokens"))
+        by_model[str(record.get("model_id") or "unknown")] += 1
+    usage.by_model = dict(sorted(by_model.items()))
+    usage.estimated_cost_usd = round(
+        estimate_cost(usage.input_tokens, usage.output_tokens, input_price, output_price), 6
+    )
+    return usage
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _newest(objects: list[ObjectSummary], n: int) -> list[ObjectSummary]:
+    epoch = datetime.min.replace(tzinfo=UTC)
+    return sorted(objects, key=lambda o: (o.last_modified or epoch, o.key), reverse=True)[:n]
+
+
+def collect(
+    ctx: OpsContext,
+    *,
+    recent: int = 20,
+    read_usage: bool = True,
+    input_price: float = INPUT_PRICE_PER_1K,
+    output_price: float = OUTPUT_PRICE_PER_1K,
+    concurrency: int = 16,
+) -> Status:
+    s3, bucket = ctx.clients.s3, ctx.stack.bucket
+    listings = {prefix: list_objects(s3, bucket, prefix) for prefix in PIPELINE_PREFIXES}
+    images = [o for o in listings[keys.IMAGES_PREFIX] if not keys.is_folder_marker(o.key)]
+    listings[keys.IMAGES_PREFIX] = images
+    prefixes = {p: PrefixCount(len(objs), sum(o.size for o in objs)) for p, objs in listings.items()}
+
+    caption_keys = {o.key for o in listings[keys.CAPTIONS_PREFIX]}
+    error_objects = listings[keys.ERRORS_PREFIX]
+    error_keys = {o.key for o in error_objects}
+    pending = [
+        o.key
+        for o in images
+        if keys.caption_key(o.key) not in caption_keys and keys.error_key(o.key) not in error_keys
+    ]
+
+    usage: Usage | None = None
+    stale = 0
+    if read_usage and caption_keys:
+        show = len(caption_keys) >= _PROGRESS_FROM
+        with Progress("reading captions", len(caption_keys), stream=ctx.err, enabled=show) as progress:
+            captions, failures = read_records(
+                s3, bucket, sorted(caption_keys), concurrency, on_done=lambda _k, _r: progress.advance()
+            )
+        usage = summarise_usage(captions, len(failures), input_price, output_price)
+        current = {o.key: o.etag for o in images}
+        for record_key, record in captions.items():
+            source = source_key_of(record, record_key, keys.CAPTIONS_PREFIX, keys.CAPTION_SUFFIX)
+            etag = (
+                (record.get("source") or {}).get("etag") if isinstance(record.get("source"), dict) else None
+            )
+            if source in current and etag and str(etag).strip('"') != current[source]:
+                stale += 1
+    elif read_usage:
+        usage = summarise_usage({}, 0, input_price, output_price)
+
+    newest = _newest(error_objects, recent)
+    documents, _ = read_records(s3, bucket, [o.key for o in newest], concurrency)
+    recent_errors: list[RecentError] = []
+    for o in newest:
+        doc = documents.get(o.key)
+        if doc is None:
+            recent_errors.append(RecentError(o.key, "unreadable", "", "the error record is not JSON", ""))
+            continue
+        message = " ".join(str(doc.get("message", "")).split())
+        recent_errors.append(
+            RecentError(
+                source_key=source_key_of(doc, o.key, keys.ERRORS_PREFIX, keys.ERROR_SUFFIX),
+                error_code=str(doc.get("error_code") or "unknown"),
+                stage=str(doc.get("stage") or ""),
+                message=message[:_MESSAGE_CHARS] + ("..." if len(message) > _MESSAGE_CHARS else ""),
+                occurred_at=str(doc.get("occurred_at") or ""),
+            )
+        )
+    by_code = Counter(e.error_code for e in recent_errors)
+
+    stack = ctx.stack
+    return Status(
+        stack=stack.name,
+        bucket=bucket,
+        region=stack.region,
+        prefixes=prefixes,
+        pending=len(pending),
+        pending_examples=pending[:5],
+        stale_captions=stale,
+        caption_queue=queue_depth(ctx.clients.sqs, stack.queue_url) if stack.queue_url else None,
+        dead_letter_queue=queue_depth(ctx.clients.sqs, stack.dlq_url) if stack.dlq_url else None,
+        errors_total=len(error_objects),
+        recent_errors_by_code=dict(by_code.most_common()),
+        recent_errors=recent_errors,
+        usage=usage,
+        prices_per_1k={"input": input_price, "output": output_price},
+        dashboard=stack.dashboard_name,
+        generated_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+    )
+
+
+def as_json(status: Status) -> str:
+    return json.dumps(asdict(status), indent=2, ensure_ascii=False, sort_keys=False)
+
+
+def _queue_line(name: str, depth: QueueDepth | None) -> str:
+    if depth is None:
+        return f"  {name:<18} (unknown: no URL for it)"
+    extra = f", {depth.delayed} delayed" if depth.delayed else ""
+    return f"  {name:<18} {depth.visible} waiting, {depth.in_flight} in flight{extra}"
+
+
+def as_text(status: Status) -> str:
+    lines = [f"stack {status.stack}  bucket {status.bucket}  region {status.region or '-'}", "objects:"]
+    for prefix, count in status.prefixes.items():
+        lines.append(f"  {prefix:<18} {count.objects:>8}  {human_bytes(count.bytes):>10}")
+    pending_line = f"pending: {status.pending} image(s) without a caption or error record"
+    if status.pending_examples:
+        pending_line += " (e.g. " + ", ".join(status.pending_examples[:3]) + ")"
+    lines.append(pending_line)
+    if status.stale_captions:
+        lines.append(f"stale: {status.stale_captions} caption(s) describe an older upload of their image")
+    lines.append("queues:")
+    lines.append(_queue_line("caption queue", status.caption_queue))
+    lines.append(_queue_line("dead-letter queue", status.dead_letter_queue))
+    if status.dead_letter_queue and status.dead_letter_queue.visible:
+        lines.append("  -> messages in the DLQ: inspect them, then `imgcap redrive`")
+    shown = len(status.recent_errors)
+    lines.append(f"errors: {status.errors_total} record(s); newest {shown} by code:")
+    for code, n in status.recent_errors_by_code.items():
+        lines.append(f"  {code:<22} {n}")
+    for e in status.recent_errors[:5]:
+        lines.append(f"  {e.occurred_at or '-'}  {e.error_code}  {e.source_key}: {e.message}")
+    if status.usage is not None:
+        u = status.usage
+        prices = status.prices_per_1k
+        lines.append(
+            f"tokens: {u.input_tokens:,} input + {u.output_tokens:,} output over {u.captions_read} caption(s)"
+            + (f" ({u.unreadable} unreadable)" if u.unreadable else "")
+        )
+        lines.append(
+            f"estimated model cost: {usd(u.estimated_cost_usd)} "
+            f"(at ${prices['input']}/1K input, ${prices['output']}/1K output tokens)"
+        )
+        if u.by_model:
+            lines.append("  by model: " + ", ".join(f"{m} {n}" for m, n in u.by_model.items()))
+    if status.dashboard:
+        lines.append(f"dashboard: {status.dashboard}")
+    return "\n".join(lines)
+
+
+def run(
+    ctx: OpsContext,
+    *,
+    as_json_output: bool = False,
+    recent: int = 20,
+    read_usage: bool = True,
+    input_price: float = INPUT_PRICE_PER_1K,
+    output_price: float = OUTPUT_PRICE_PER_1K,
+    concurrency: int = 16,
+) -> Status:
+    status = collect(
+        ctx,
+        recent=recent,
+        read_usage=read_usage,
+        input_price=input_price,
+        output_price=output_price,
+        concurrency=concurrency,
+    )
+    ctx.say(as_json(status) if as_json_output else as_text(status))
+    return status
