@@ -1,0 +1,301 @@
+"""The caption stage's domain: model request, model answer, error classification, caption record.
+
+Pure: no boto3, no environment, no clock (times are passed in). The Bedrock adapter turns SDK
+exceptions into ``ModelCallError`` (code + HTTP status), and ``classify_error`` decides from those
+plain values whether a failure is worth a retry or is final.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from lambdas.shared.config import ModelSpec
+from lambdas.shared.errors import ErrorCode, Rejection
+from lambdas.shared.records import RECORD_SCHEMA_VERSION, ImageMessage
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# Token reservation for one call, before the real usage is known. A 1280x720 image costs Nova
+# roughly 1,600 input tokens; round up, and add the prompt at ~3 characters per token (generous
+# for English). ``maxTokens`` is added on top for the answer.
+IMAGE_INPUT_TOKENS_ESTIMATE = 1_700
+CHARS_PER_TOKEN_ESTIMATE = 3
+
+# Stop reasons that mean the model (or a guardrail) refused: a permanent rejection.
+REFUSAL_STOP_REASONS = frozenset({"content_filtered", "guardrail_intervened"})
+
+
+# --------------------------------------------------------------------------- encoded input
+
+
+def decode_png(encoded: bytes) -> bytes:
+    """The PNG bytes inside a ``base64_images/...`` object, or ``Rejection(ENCODED_INVALID)``.
+
+    Only the 8-byte PNG signature is checked (no image library in this function); Bedrock
+    validates the rest and answers ValidationException for a broken image.
+    """
+    text = encoded.strip()
+    if not text:
+        raise Rejection(ErrorCode.ENCODED_INVALID, "the encoded image object is empty", "EmptyEncodedImage")
+    try:
+        png = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise Rejection(
+            ErrorCode.ENCODED_INVALID, f"the encoded image object is not valid base64: {exc}", "InvalidBase64"
+        ) from exc
+    if not png.startswith(PNG_SIGNATURE):
+        raise Rejection(
+            ErrorCode.ENCODED_INVALID, "the encoded image object does not hold a PNG image", "NotPng"
+        )
+    return png
+
+
+# --------------------------------------------------------------------------- request
+
+
+def estimate_input_tokens(prompt: str) -> int:
+    return IMAGE_INPUT_TOKENS_ESTIMATE + math.ceil(len(prompt) / CHARS_PER_TOKEN_ESTIMATE)
+
+
+def reserved_tokens(spec: ModelSpec) -> int:
+    """What one call books against the tokens-per-minute budget: input estimate + maxTokens."""
+    return estimate_input_tokens(spec.prompt) + spec.max_tokens
+
+
+def inference_settings(spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "maxTokens": spec.max_tokens,
+        "temperature": spec.temperature,
+        "topP": spec.top_p,
+        "topK": spec.top_k,
+    }
+
+
+def converse_request(spec: ModelSpec, png: bytes) -> dict[str, Any]:
+    """Keyword arguments for ``bedrock-runtime.converse``: one user turn, the image then the prompt."""
+    return {
+        "modelId": spec.model_id,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"image": {"format": "png", "source": {"bytes": png}}},
+                    {"text": spec.prompt},
+                ],
+            }
+        ],
+        "inferenceConfig": {
+            "maxTokens": spec.max_tokens,
+            "temperature": spec.temperature,
+            "topP": spec.top_p,
+        },
+        # topK is not part of Converse's common inferenceConfig; Nova reads it from here.
+        "additionalModelRequestFields": {"inferenceConfig": {"topK": spec.top_k}},
+    }
+
+
+# --------------------------------------------------------------------------- response
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAnswer:
+    text: str
+    stop_reason: str
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    service_latency_ms: int | None  # Bedrock's own measure (``metrics.latencyMs``), if present
+
+
+def usage_of(response: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(input, output, total) tokens of a Converse response; zeros when absent."""
+    usage = response.get("usage") or {}
+    input_tokens = _non_negative_int(usage.get("inputTokens"))
+    output_tokens = _non_negative_int(usage.get("outputTokens"))
+    total = _non_negative_int(usage.get("totalTokens")) or input_tokens + output_tokens
+    return input_tokens, output_tokens, total
+
+
+def parse_response(response: Mapping[str, Any]) -> ModelAnswer:
+    """Read the first content block that has text; refusals and empty answers are rejections."""
+    stop_reason = str(response.get("stopReason") or "")
+    if stop_reason in REFUSAL_STOP_REASONS:
+        raise Rejection(
+            ErrorCode.MODEL_REJECTED,
+            f"the model did not describe the image (stopReason {stop_reason})",
+            "ContentFiltered" if stop_reason == "content_filtered" else "GuardrailIntervened",
+        )
+    message = (response.get("output") or {}).get("message") or {}
+    text = ""
+    for block in message.get("content") or []:
+        if isinstance(block, Mapping) and isinstance(block.get("text"), str):
+            text = block["text"].strip()
+            break
+    if not text:
+        raise Rejection(
+            ErrorCode.MODEL_ERROR,
+            f"the model returned no text (stopReason {stop_reason or 'missing'})",
+            "EmptyModelAnswer",
+        )
+    input_tokens, output_tokens, total = usage_of(response)
+    latency = (response.get("metrics") or {}).get("latencyMs")
+    return ModelAnswer(
+        text=text,
+        stop_reason=stop_reason,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        total_tokens=total,
+        service_latency_ms=latency if isinstance(latency, int) and not isinstance(latency, bool) else None,
+    )
+
+
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return 0
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ModelCallError(Exception):
+    """A failed model call, reduced to plain values by the adapter.
+
+    ``code`` is the service error code (``ThrottlingException``...) or, for a failure below the
+    HTTP layer, the botocore exception class name (``ReadTimeoutError``...).
+    """
+
+    def __init__(self, code: str, message: str, http_status: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.http_status = http_status
+
+
+class RetryKind(StrEnum):
+    THROTTLED = "throttled"  # over the quota: back off harder
+    TRANSIENT = "transient"  # the service or the network had a bad moment
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What to do about a failed call: retry later (``retry`` set) or record ``code`` and finish."""
+
+    retry: RetryKind | None
+    code: ErrorCode | None
+    error_type: str
+    message: str
+
+    @property
+    def retryable(self) -> bool:
+        return self.retry is not None
+
+
+THROTTLE_CODES = frozenset({"ThrottlingException", "TooManyRequestsException"})
+TRANSIENT_CODES = frozenset(
+    {
+        "ServiceUnavailableException",
+        "ModelNotReadyException",
+        "InternalServerException",
+        "ModelTimeoutException",
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+        "EndpointConnectionError",
+        "ConnectionClosedError",
+    }
+)
+REJECTED_CODES = frozenset({"ValidationException"})
+ACCESS_CODES = frozenset({"AccessDeniedException", "ResourceNotFoundException"})
+MODEL_ERROR_CODE = "ModelErrorException"
+
+
+def classify_error(
+    code: str,
+    message: str,
+    *,
+    http_status: int | None,
+    receive_count: int,
+    model_error_max_attempts: int,
+) -> Verdict:
+    """Retryable (throttle / transient) or permanent (an ``ErrorCode`` for the errors/ record).
+
+    ModelErrorException is retried until the message has been received
+    ``model_error_max_attempts`` times. Codes this table does not know are treated as transient:
+    the message is retried and, if it never succeeds, ends in the DLQ where an operator sees it,
+    rather than being written off as a permanent error on a guess.
+    """
+    if code in THROTTLE_CODES or (http_status == 429 and code != "ModelNotReadyException"):
+        return Verdict(RetryKind.THROTTLED, None, code, message)
+    if code in REJECTED_CODES:
+        return Verdict(None, ErrorCode.MODEL_REJECTED, code, message)
+    if code in ACCESS_CODES:
+        return Verdict(None, ErrorCode.MODEL_ACCESS_DENIED, code, message)
+    if code == MODEL_ERROR_CODE:
+        if receive_count >= model_error_max_attempts:
+            return Verdict(
+                None,
+                ErrorCode.MODEL_ERROR,
+                code,
+                f"{message} (failed on {receive_count} of {model_error_max_attempts} allowed attempts)",
+            )
+        return Verdict(RetryKind.TRANSIENT, None, code, message)
+    return Verdict(RetryKind.TRANSIENT, None, code, message)
+
+
+# --------------------------------------------------------------------------- records
+
+
+def caption_record(
+    message: ImageMessage,
+    spec: ModelSpec,
+    answer: ModelAnswer,
+    *,
+    latency_ms: float,
+    receive_count: int,
+    captioned_at: str,
+) -> dict[str, Any]:
+    """The body of ``captions/<path>.json`` (docs/contracts.md "Records")."""
+    return {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "caption": answer.text,
+        "model_id": spec.model_id,
+        "prompt": spec.prompt,
+        "inference": inference_settings(spec),
+        "usage": {
+            "input_tokens": answer.input_tokens,
+            "output_tokens": answer.output_tokens,
+            "total_tokens": answer.total_tokens,
+        },
+        "stop_reason": answer.stop_reason,
+        "latency_ms": round(latency_ms, 1),
+        "service_latency_ms": answer.service_latency_ms,
+        "source": {
+            "bucket": message.bucket,
+            "key": message.source_key,
+            "etag": message.source_etag,
+            "width": message.width,
+            "height": message.height,
+        },
+        "encoded_key": message.encoded_key,
+        "uploaded_at": message.uploaded_at,
+        "captioned_at": captioned_at,
+        "receive_count": receive_count,
+    }
+
+
+def age_seconds(uploaded_at: str, now_epoch: float) -> float | None:
+    """Seconds from the upload (ISO 8601, ``Z`` allowed) to ``now_epoch``; None if unparsable."""
+    try:
+        uploaded = datetime.fromisoformat(uploaded_at.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if uploaded.tzinfo is None:
+        return None
+    return max(0.0, now_epoch - uploaded.timestamp())

@@ -1,0 +1,500 @@
+"""Caption one queued image: the stage's use case over injected adapters (no event shapes here).
+
+For one delivery of an ``ImageMessage``:
+
+1. parse it; a body that is not a message is an ``invalid_message`` error record when it names
+   an image, and a batch item failure (so it ends in the DLQ) when it names none;
+2. if ``captions/<path>.json`` already carries this source ETag -> duplicate, no model call;
+3. read ``base64_images/<path>.txt``: gone -> ``encoded_missing``; made for another ETag -> a newer
+   upload superseded this message (its own message will be captioned); not base64 PNG ->
+   ``encoded_invalid``;
+4. take the claim ``claims/<path>.<etag>.json`` (create-only put). Held by another live delivery ->
+   batch item failure with a backed-off visibility (next time it finds the caption). Held by this
+   same SQS message (a redelivery after a crash) or older than the lease -> taken over with a
+   put conditional on the claim's ETag;
+5. with the claim held, check again for a caption (or a caption-stage error record) for this
+   ETag: the one check that cannot race, because a writer stores its caption before releasing;
+6. wait for the pacer, unless the wait plus one expected call would not fit in the invocation's
+   remaining time: then this and every later message of the batch go back to the queue with a
+   short visibility, untouched;
+7. call the model once. Throttles and transient faults -> batch item failure with a backed-off,
+   jittered visibility (no sleeping); permanent faults and refusals -> ``errors/<path>.json``;
+   success -> ``captions/<path>.json``;
+8. release the claim (best effort; a stale claim only delays a duplicate, and expires).
+
+The claim is released on every path that gets past step 4, retryable failures included: a
+throttled call cost nothing, and whichever delivery of the image comes back first may then make
+the call; the caption check under the claim keeps it to one successful paid call. After an
+``errors/`` record for a model failure, duplicates of that ETag make no call either; to try an
+image again, delete its error record and re-send its message (or upload it again).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from lambdas.caption import model
+from lambdas.caption.backoff import requeue_soon, visibility_backoff
+from lambdas.caption.model import ModelCallError, RetryKind
+from lambdas.caption.pacing import CallTimeEstimate, Pacer
+from lambdas.shared import keys
+from lambdas.shared.errors import ErrorCode, Rejection
+from lambdas.shared.observability import logger
+from lambdas.shared.records import ImageMessage, InvalidMessage, error_record, utc_now_iso
+from lambdas.shared.settings import CaptionSettings
+from lambdas.shared.storage import ObjectMissing, PreconditionFailed, Queue, Store
+
+STAGE = "caption"
+SOURCE_ETAG_META = "source-etag"
+STAGE_META = "stage"
+# Kept free at the end of an invocation for the caption write, the claim release and the response.
+SAFETY_MARGIN_S = 5.0
+
+
+class Outcome(StrEnum):
+    CAPTIONED = "captioned"
+    DUPLICATE = "duplicate"  # a caption (or a final error) for this ETag exists: no model call
+    SUPERSEDED = "superseded"  # the encoded object belongs to a newer upload
+    REJECTED = "rejected"  # errors/ record written, message finished
+    DEFERRED = "deferred"  # retryable model failure: back to the queue, backed off
+    BUSY = "busy"  # another delivery holds the claim: back to the queue, backed off
+    STOPPED = "stopped"  # no time left in this invocation: back to the queue soon
+    UNATTRIBUTABLE = "unattributable"  # not a message and names no image: fails until the DLQ
+
+
+FAILED_OUTCOMES = frozenset({Outcome.DEFERRED, Outcome.BUSY, Outcome.STOPPED, Outcome.UNATTRIBUTABLE})
+
+
+class ModelCaller(Protocol):
+    def __call__(self, request: dict[str, Any]) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One SQS delivery, reduced to what the use case needs."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+    queue: Queue | None  # for ChangeMessageVisibility; None if the source queue is unknown
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: Outcome
+    source_key: str | None = None
+    source_etag: str | None = None
+    error_code: str | None = None
+    retry: RetryKind | None = None
+    visibility_s: int | None = None  # the visibility timeout set for a failed delivery
+    detail: str = ""
+    model_called: bool = False
+    latency_ms: float | None = None  # our own measure of the model call
+    input_tokens: int = 0
+    output_tokens: int = 0
+    pacing_wait_ms: float | None = None
+    age_s: float | None = None  # upload -> caption written
+
+    @property
+    def failed(self) -> bool:
+        """True when the delivery must be reported as a batch item failure."""
+        return self.outcome in FAILED_OUTCOMES
+
+
+class CaptionWorker:
+    """What lives for the whole execution environment: adapters, the pacer, the call-time estimate."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        call_model: ModelCaller,
+        pacer: Pacer,
+        call_time: CallTimeEstimate | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        wall: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
+        safety_margin_s: float = SAFETY_MARGIN_S,
+    ) -> None:
+        self.store = store
+        self.call_model = call_model
+        self.pacer = pacer
+        self.call_time = call_time or CallTimeEstimate()
+        self.clock = clock
+        self.sleep = sleep
+        self.wall = wall
+        self.rand = rand
+        self.safety_margin_s = safety_margin_s
+
+    def begin(self, settings: CaptionSettings, remaining_ms: Callable[[], int]) -> Batch:
+        """Start one invocation: apply the current pacing settings (state kept) and its deadline."""
+        self.pacer.configure(settings.pacing.worker_rpm, settings.pacing.worker_tpm)
+        return Batch(self, settings, remaining_ms)
+
+
+class Batch:
+    """One invocation's records, processed in order; once out of time, every later one is handed back."""
+
+    def __init__(
+        self, worker: CaptionWorker, settings: CaptionSettings, remaining_ms: Callable[[], int]
+    ) -> None:
+        self._w = worker
+        self._s = settings
+        self._remaining_ms = remaining_ms
+        self.stopped = False
+
+    # ------------------------------------------------------------------ the use case
+
+    def process(self, delivery: Delivery) -> Result:
+        if self.stopped or self._time_for_call() < 0:
+            return self._stop(delivery, None, "not enough time left in this invocation for a model call")
+        try:
+            message = self._parse(delivery.body)
+        except InvalidMessage as exc:
+            return self._invalid(delivery, str(exc))
+        if self._has_caption(message):
+            return self._done(message, Outcome.DUPLICATE, "a caption for this ETag exists")
+
+        store = self._w.store
+        try:
+            encoded, info = store.get_bytes(message.encoded_key)
+        except ObjectMissing:
+            return self._reject(
+                message, ErrorCode.ENCODED_MISSING, "the encoded image object does not exist", "NoSuchKey"
+            )
+        found_etag = info.metadata.get(SOURCE_ETAG_META)
+        if found_etag != message.source_etag:
+            return self._done(
+                message,
+                Outcome.SUPERSEDED,
+                f"the encoded image belongs to source ETag {found_etag!r}, not this message's",
+            )
+        try:
+            png = model.decode_png(encoded)
+        except Rejection as rejection:
+            return self._reject(message, rejection.code, rejection.message, rejection.error_type)
+        del encoded
+
+        if not self._claim(message, delivery):
+            visibility = self._backoff(delivery)
+            self._change_visibility(delivery, visibility)
+            return self._done(
+                message,
+                Outcome.BUSY,
+                "another delivery of this image is being captioned",
+                visibility_s=visibility,
+            )
+        try:
+            return self._caption(message, delivery, png)
+        finally:
+            self._release(message)
+
+    def _caption(self, message: ImageMessage, delivery: Delivery, png: bytes) -> Result:
+        """With the claim held: final duplicate check, pacing, the one paid call, the record."""
+        if self._has_caption(message):
+            return self._done(message, Outcome.DUPLICATE, "a caption for this ETag exists")
+        if self._has_final_error(message):
+            return self._done(message, Outcome.DUPLICATE, "a caption-stage error record for this ETag exists")
+
+        w, spec = self._w, self._s.model
+        reserved = model.reserved_tokens(spec)
+        allowance = self._time_for_call()
+        wait = w.pacer.reserve(reserved, max_wait_s=allowance) if allowance >= 0 else None
+        if wait is None:
+            reason = "the pacing wait plus one call would not fit in the time left"
+            return self._stop(delivery, message, reason)
+        if wait > 0:
+            w.sleep(wait)
+        waited_ms = wait * 1000.0
+
+        request = model.converse_request(spec, png)
+        started = w.clock()
+        try:
+            response = w.call_model(request)
+        except ModelCallError as exc:
+            return self._call_failed(message, delivery, exc, (w.clock() - started) * 1000.0, waited_ms)
+        elapsed_s = w.clock() - started
+        w.call_time.observe(elapsed_s)
+        input_tokens, output_tokens, total_tokens = model.usage_of(response)
+        if total_tokens > 0:
+            w.pacer.settle(reserved, total_tokens)
+        called = {
+            "model_called": True,
+            "latency_ms": elapsed_s * 1000.0,
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "pacing_wait_ms": waited_ms,
+        }
+        try:
+            answer = model.parse_response(response)
+        except Rejection as rejection:
+            return self._reject(message, rejection.code, rejection.message, rejection.error_type, **called)
+
+        record = model.caption_record(
+            message,
+            spec,
+            answer,
+            latency_ms=elapsed_s * 1000.0,
+            receive_count=delivery.receive_count,
+            captioned_at=utc_now_iso(),
+        )
+        w.store.put_json(
+            keys.caption_key(message.source_key), record, metadata={SOURCE_ETAG_META: message.source_etag}
+        )
+        return self._done(
+            message,
+            Outcome.CAPTIONED,
+            f"{answer.output_tokens} output tokens, stopReason {answer.stop_reason}",
+            age_s=model.age_seconds(message.uploaded_at, w.wall()),
+            **called,
+        )
+
+    def _call_failed(
+        self,
+        message: ImageMessage,
+        delivery: Delivery,
+        exc: ModelCallError,
+        latency_ms: float,
+        waited_ms: float,
+    ) -> Result:
+        verdict = model.classify_error(
+            exc.code,
+            exc.message,
+            http_status=exc.http_status,
+            receive_count=delivery.receive_count,
+            model_error_max_attempts=self._s.model_error_max_attempts,
+        )
+        called: dict[str, Any] = {"model_called": True, "latency_ms": latency_ms, "pacing_wait_ms": waited_ms}
+        if verdict.retry is None:
+            code = verdict.code or ErrorCode.MODEL_ERROR
+            return self._reject(message, code, verdict.message, verdict.error_type, **called)
+        visibility = self._backoff(delivery)
+        self._change_visibility(delivery, visibility)
+        return self._done(
+            message,
+            Outcome.DEFERRED,
+            f"{verdict.error_type}: {verdict.message}",
+            retry=verdict.retry,
+            visibility_s=visibility,
+            **called,
+        )
+
+    # ------------------------------------------------------------------ message parsing
+
+    def _parse(self, body: str) -> ImageMessage:
+        message = ImageMessage.from_json(body)
+        if message.bucket != self._s.bucket:
+            raise InvalidMessage(
+                f"message names bucket {message.bucket!r}, this stage serves {self._s.bucket!r}"
+            )
+        try:
+            expected = keys.encoded_key(message.source_key)
+        except keys.KeyError_ as exc:
+            raise InvalidMessage(str(exc)) from exc
+        if message.encoded_key != expected:
+            raise InvalidMessage(
+                f"encoded_key {message.encoded_key!r} is not the one derived from source_key"
+            )
+        return message
+
+    def _invalid(self, delivery: Delivery, reason: str) -> Result:
+        """An attributable bad message gets an error record; an anonymous one goes to the DLQ.
+
+        A body that names no image cannot get an ``errors/`` record (there is no key to put it
+        under), and finishing it would drop it without a trace. So it is reported as a batch item
+        failure every time, with the queue's normal visibility, and SQS moves it to the DLQ after
+        ``maxReceiveCount`` receives, where the DLQ alarm shows it to an operator.
+        """
+        source_key, source_etag = attribution(delivery.body)
+        if source_key is None:
+            return Result(Outcome.UNATTRIBUTABLE, detail=f"invalid message naming no image: {reason}")
+        self._write_error(
+            source_key, source_etag, ErrorCode.INVALID_MESSAGE, reason, "InvalidMessage", retryable=False
+        )
+        return Result(
+            Outcome.REJECTED,
+            source_key=source_key,
+            source_etag=source_etag,
+            error_code=ErrorCode.INVALID_MESSAGE.value,
+            detail=reason,
+        )
+
+    # ------------------------------------------------------------------ exactly-once
+
+    def _has_caption(self, message: ImageMessage) -> bool:
+        info = self._w.store.head(keys.caption_key(message.source_key))
+        return info is not None and info.metadata.get(SOURCE_ETAG_META) == message.source_etag
+
+    def _has_final_error(self, message: ImageMessage) -> bool:
+        """A caption-stage ``errors/`` record for this very ETag: the outcome is already final."""
+        try:
+            info = self._w.store.head(keys.error_key(message.source_key))
+        except Exception:  # e.g. no read access to errors/: degrade to "not known", never fail the message
+            logger.warning("cannot read the error record; assuming none", exc_info=True)
+            return False
+        return (
+            info is not None
+            and info.metadata.get(STAGE_META) == STAGE
+            and info.metadata.get(SOURCE_ETAG_META) == message.source_etag
+        )
+
+    def _claim(self, message: ImageMessage, delivery: Delivery) -> bool:
+        store = self._w.store
+        key = keys.claim_key(message.source_key, message.source_etag)
+        document = {
+            "message_id": delivery.message_id,
+            "claimed_at": self._w.wall(),
+            "source_key": message.source_key,
+            "source_etag": message.source_etag,
+        }
+        try:
+            store.put_json(key, document, if_none_match=True)
+            return True
+        except PreconditionFailed:
+            pass
+        try:
+            raw, info = store.get_bytes(key)
+        except ObjectMissing:
+            # Released between our put and our read: one more create-only attempt.
+            try:
+                store.put_json(key, document, if_none_match=True)
+                return True
+            except PreconditionFailed:
+                return False
+        holder = _claim_holder(raw)
+        ours = holder is not None and holder[0] == delivery.message_id
+        stale = holder is None or self._w.wall() - holder[1] > self._s.claim_lease_s
+        if not (ours or stale):
+            return False
+        try:
+            store.put_json(key, document, if_match=info.etag)
+        except PreconditionFailed:
+            return False  # someone else took it over first
+        logger.info(
+            "claim taken over",
+            extra={"claim_key": key, "reason": "redelivery of this message" if ours else "lease expired"},
+        )
+        return True
+
+    def _release(self, message: ImageMessage) -> None:
+        try:
+            self._w.store.delete(keys.claim_key(message.source_key, message.source_etag))
+        except Exception:  # best effort: a leftover claim expires with its lease
+            logger.warning("could not release the claim", exc_info=True)
+
+    # ------------------------------------------------------------------ time and the queue
+
+    def _time_for_call(self) -> float:
+        """Seconds that may still be spent waiting for the pacer (negative: not even one call fits)."""
+        remaining_s = self._remaining_ms() / 1000.0
+        return remaining_s - self._w.call_time.expected_s - self._w.safety_margin_s
+
+    def _backoff(self, delivery: Delivery) -> int:
+        return visibility_backoff(
+            delivery.receive_count, self._s.backoff_base_s, self._s.backoff_max_s, self._w.rand
+        )
+
+    def _stop(self, delivery: Delivery, message: ImageMessage | None, reason: str) -> Result:
+        self.stopped = True
+        visibility = requeue_soon(self._w.rand)
+        self._change_visibility(delivery, visibility)
+        return Result(
+            Outcome.STOPPED,
+            source_key=message.source_key if message else None,
+            source_etag=message.source_etag if message else None,
+            visibility_s=visibility,
+            detail=reason,
+        )
+
+    def _change_visibility(self, delivery: Delivery, seconds: int) -> None:
+        """Best effort: if it fails, the message still comes back after the queue's own timeout."""
+        if delivery.queue is None:
+            logger.warning("source queue unknown; visibility left unchanged", extra={"seconds": seconds})
+            return
+        try:
+            delivery.queue.change_visibility(delivery.receipt_handle, seconds)
+        except Exception:
+            logger.warning(
+                "could not change the message visibility", exc_info=True, extra={"seconds": seconds}
+            )
+
+    # ------------------------------------------------------------------ records
+
+    def _reject(
+        self, message: ImageMessage, code: ErrorCode, text: str, error_type: str, **extra: Any
+    ) -> Result:
+        self._write_error(message.source_key, message.source_etag, code, text, error_type, retryable=False)
+        return self._done(message, Outcome.REJECTED, text, error_code=code.value, **extra)
+
+    def _write_error(
+        self,
+        source_key: str,
+        source_etag: str | None,
+        code: ErrorCode,
+        text: str,
+        error_type: str,
+        *,
+        retryable: bool,
+    ) -> None:
+        record = error_record(
+            stage=STAGE,
+            error_code=code.value,
+            error_type=error_type,
+            message=text,
+            retryable=retryable,
+            bucket=self._s.bucket,
+            source_key=source_key,
+            source_etag=source_etag,
+        )
+        self._w.store.put_json(
+            keys.error_key(source_key),
+            record,
+            metadata={SOURCE_ETAG_META: source_etag or "", STAGE_META: STAGE},
+        )
+
+    @staticmethod
+    def _done(message: ImageMessage, outcome: Outcome, detail: str, **fields: Any) -> Result:
+        return Result(
+            outcome, source_key=message.source_key, source_etag=message.source_etag, detail=detail, **fields
+        )
+
+
+def source_key_of(body: str) -> str | None:
+    """The source key a message body names (for log correlation), even if the body is invalid."""
+    return attribution(body)[0]
+
+
+def attribution(body: str) -> tuple[str | None, str | None]:
+    """(source key, ETag) an invalid body still names, if its key is a usable ``images/`` key."""
+    try:
+        document = json.loads(body)
+    except (TypeError, ValueError):
+        return None, None
+    if not isinstance(document, dict):
+        return None, None
+    source_key = document.get("source_key")
+    if not isinstance(source_key, str):
+        return None, None
+    try:
+        keys.error_key(source_key)
+    except keys.KeyError_:
+        return None, None
+    etag = document.get("source_etag")
+    return source_key, etag if isinstance(etag, str) and etag else None
+
+
+def _claim_holder(raw: bytes) -> tuple[str, float] | None:
+    """(message id, claimed_at epoch) of a claim document; None if unreadable (treated as stale)."""
+    try:
+        document = json.loads(raw)
+        return str(document["message_id"]), float(document["claimed_at"])
+    except (ValueError, TypeError, KeyError):
+        return None
