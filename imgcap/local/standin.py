@@ -1,0 +1,610 @@
+"""A loopback stand-in for the Bedrock runtime's ``Converse`` API (offline captions, a real quota).
+
+It speaks the REST shape boto3's ``bedrock-runtime`` client sends and parses: ``POST
+/model/{modelId}/converse`` with a JSON body whose image arrives base64 in
+``messages[].content[].image.source.bytes``; it answers with ``output.message.content[].text``,
+``stopReason``, ``usage`` and ``metrics.latencyMs``. Errors are an HTTP status, a JSON
+``{"message": ...}`` body and the ``x-amzn-ErrorType`` header botocore reads the error code from.
+
+- The requests-per-minute quota is real: a sliding window over accepted requests; over it the call
+  gets HTTP 429 ``ThrottlingException``, exactly what an account quota does.
+- Faults (``imgcap.local.faults``) are injected on top, by share or by script.
+- The caption describes what can be measured in the image (size, orientation, letterbox bars,
+  dominant colour names, brightness, amount of detail) and says that it comes from the stand-in.
+- Token usage is a deterministic estimate; a small simulated latency makes concurrency matter.
+
+Every call is counted per outcome and every answered call per image (SHA-256 of the image
+bytes), so the local runtime can report model calls, throttles and duplicate paid calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import math
+import random
+import re
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from imgcap.local.faults import FaultKind, FaultPlan, FaultSpec
+
+LOOPBACK = "127.0.0.1"
+STANDIN_MARK = "Offline stand-in caption (not a model)"
+MAX_BODY_BYTES = 30 * 1024 * 1024
+IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
+
+_PATH = re.compile(r"^/model/(?P<model>[^/]+)/converse$")
+
+# A small named palette: nearest colour (RGB distance) names each sampled pixel.
+PALETTE: dict[str, tuple[int, int, int]] = {
+    "black": (10, 10, 10),
+    "dark grey": (70, 70, 70),
+    "grey": (128, 128, 128),
+    "light grey": (195, 195, 195),
+    "white": (248, 248, 248),
+    "red": (200, 35, 35),
+    "dark red": (115, 20, 25),
+    "orange": (240, 140, 30),
+    "yellow": (240, 220, 50),
+    "beige": (225, 205, 160),
+    "brown": (120, 75, 35),
+    "olive": (120, 120, 30),
+    "green": (50, 165, 60),
+    "dark green": (25, 80, 35),
+    "teal": (20, 130, 130),
+    "sky blue": (125, 185, 235),
+    "light blue": (185, 215, 240),
+    "steel blue": (60, 110, 160),
+    "blue": (35, 85, 205),
+    "navy": (18, 28, 85),
+    "purple": (120, 55, 160),
+    "pink": (240, 150, 190),
+}
+
+
+# --- what can be measured in an image (pure) ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    width: int
+    height: int
+    image_format: str
+    orientation: str  # landscape | portrait | square
+    content_width: int  # the picture inside letterbox/pillarbox bars (== width/height without bars)
+    content_height: int
+    bars: str | None  # "pillarbox" (left+right), "letterbox" (top+bottom) or None
+    bar_colour: str | None
+    colours: tuple[tuple[str, float], ...]  # (name, share of content pixels), largest first
+    brightness: str  # dark | medium | bright
+    mean_luma: float
+    detail: str  # flat | moderate | busy
+
+
+class UnreadableImage(ValueError):
+    """The image bytes are not an image Pillow can open."""
+
+
+def orientation_of(width: int, height: int) -> str:
+    if width > height * 1.05:
+        return "landscape"
+    if height > width * 1.05:
+        return "portrait"
+    return "square"
+
+
+def nearest_colour(rgb: tuple[int, int, int]) -> str:
+    r, g, b = rgb
+    best, best_d = "black", math.inf
+    for name, (pr, pg, pb) in PALETTE.items():
+        d = (r - pr) ** 2 + (g - pg) ** 2 + (b - pb) ** 2
+        if d < best_d:
+            best, best_d = name, d
+    return best
+
+
+def _luma(rgb: tuple[int, int, int]) -> float:
+    r, g, b = rgb
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def _close(a: tuple[int, int, int], b: tuple[int, int, int], tolerance: int = 14) -> bool:
+    return max(abs(a[0] - b[0]), abs(a[1] - b[1]), abs(a[2] - b[2])) <= tolerance
+
+
+def _bars(pixels: Sequence[tuple[int, int, int]], w: int, h: int) -> tuple[int, int, int, int]:
+    """Uniform border (the corner's colour) on each side: (left, top, right, bottom) in sample px."""
+    corner = pixels[0]
+
+    def column_is_bar(x: int) -> bool:
+        return all(_close(pixels[y * w + x], corner) for y in range(h))
+
+    def row_is_bar(y: int) -> bool:
+        return all(_close(pixels[y * w + x], corner) for x in range(w))
+
+    left = 0
+    while left < w and column_is_bar(left):
+        left += 1
+    if left == w:  # the whole image is one flat colour: no bars, just a flat picture
+        return 0, 0, 0, 0
+    right = 0
+    while right < w - left and column_is_bar(w - 1 - right):
+        right += 1
+    top = 0
+    while top < h and row_is_bar(top):
+        top += 1
+    bottom = 0
+    while bottom < h - top and row_is_bar(h - 1 - bottom):
+        bottom += 1
+    return left, top, right, bottom
+
+
+def analyse_image(data: bytes, sample_long_side: int = 160) -> ImageFacts:
+    """Measure an image: geometry, bars, colours, brightness, detail. Raises ``UnreadableImage``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            image_format = (img.format or "unknown").lower()
+            width, height = img.size
+            img.seek(0)
+            rgb = img.convert("RGBA") if img.mode in ("RGBA", "LA", "PA", "P") else img.convert("RGB")
+            if rgb.mode == "RGBA":
+                canvas = Image.new("RGB", rgb.size, (255, 255, 255))
+                canvas.paste(rgb, mask=rgb.getchannel("A"))
+                rgb = canvas
+            scale = sample_long_side / max(width, height)
+            sw, sh = max(1, round(width * min(1.0, scale))), max(1, round(height * min(1.0, scale)))
+            small = rgb.resize((sw, sh), Image.Resampling.BOX)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise UnreadableImage(f"the image could not be decoded: {exc}") from exc
+
+    raw = small.tobytes()
+    pixels = list(zip(raw[0::3], raw[1::3], raw[2::3], strict=True))
+    left, top, right, bottom = _bars(pixels, sw, sh)
+    min_bar = max(1, round(0.02 * sw)), max(1, round(0.02 * sh))
+    bars: str | None = None
+    if left >= min_bar[0] and right >= min_bar[0]:
+        bars = "pillarbox"
+        top = bottom = 0
+    elif top >= min_bar[1] and bottom >= min_bar[1]:
+        bars = "letterbox"
+        left = right = 0
+    else:
+        left = top = right = bottom = 0
+    content = [pixels[y * sw + x] for y in range(top, sh - bottom) for x in range(left, sw - right)]
+    cw = round((sw - left - right) * width / sw)
+    ch = round((sh - top - bottom) * height / sh)
+
+    names = Counter(nearest_colour(p) for p in content)
+    total = max(1, len(content))
+    colours = tuple((name, n / total) for name, n in names.most_common())
+    lumas = [_luma(p) for p in content]
+    mean_luma = sum(lumas) / total
+    brightness = "dark" if mean_luma < 85 else "bright" if mean_luma > 170 else "medium"
+    cols = sw - left - right
+    diffs = [abs(lumas[i] - lumas[i + 1]) for i in range(len(lumas) - 1) if (i + 1) % cols != 0]
+    roughness = sum(diffs) / max(1, len(diffs))
+    detail = "flat" if roughness < 3 else "moderate" if roughness < 14 else "busy"
+    return ImageFacts(
+        width=width,
+        height=height,
+        image_format=image_format,
+        orientation=orientation_of(width, height),
+        content_width=cw,
+        content_height=ch,
+        bars=bars,
+        bar_colour=nearest_colour(pixels[0]) if bars else None,
+        colours=colours,
+        brightness=brightness,
+        mean_luma=round(mean_luma, 1),
+        detail=detail,
+    )
+
+
+def _join(names: Sequence[str]) -> str:
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def describe(facts: ImageFacts) -> str:
+    """The stand-in's caption: only what was measured, and a plain note that it is not a model."""
+    main = [name for name, share in facts.colours if share >= 0.12][:3] or [facts.colours[0][0]]
+    if facts.colours and facts.colours[0][1] >= 0.5:
+        palette = f"mostly {main[0]}" + (f", with some {_join(main[1:])}" if len(main) > 1 else "")
+    else:
+        palette = f"a mix of {_join(main)}"
+    detail = {
+        "flat": "large flat areas with little detail",
+        "moderate": "a moderate amount of detail",
+        "busy": "a lot of fine detail and edges",
+    }[facts.detail]
+    article = "an" if facts.brightness[0] in "aeiou" else "a"
+    parts = [
+        f"{STANDIN_MARK}: {article} {facts.brightness} {facts.orientation} image, "
+        f"{facts.width}x{facts.height}, {palette}; {detail}."
+    ]
+    if facts.bars:
+        inner = orientation_of(facts.content_width, facts.content_height)
+        sides = "left and right" if facts.bars == "pillarbox" else "top and bottom"
+        parts.append(
+            f"The picture itself is a {inner} area of about {facts.content_width}x{facts.content_height} "
+            f"with {facts.bar_colour} bars at the {sides}."
+        )
+    else:
+        parts.append("The picture fills the whole frame.")
+    return " ".join(parts)
+
+
+def estimate_input_tokens(width: int, height: int, text: str) -> int:
+    """About one token per 750 pixels of image plus ~1.3 per word of text (deterministic)."""
+    return math.ceil(width * height / 750) + math.ceil(len(text.split()) * 1.3)
+
+
+# --- the request ------------------------------------------------------------------------------
+
+
+class ValidationProblem(ValueError):
+    """The request is malformed the way Bedrock reports with ValidationException."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConverseRequest:
+    model_id: str
+    images: tuple[bytes, ...]
+    text: str
+    max_tokens: int
+
+
+def _content(messages: list[Any], system: Any) -> tuple[list[bytes], list[str]]:
+    images: list[bytes] = []
+    texts = [s["text"] for s in system or [] if isinstance(s, dict) and isinstance(s.get("text"), str)]
+    for message in messages:
+        for block in (message or {}).get("content") or []:
+            if not isinstance(block, dict):
+                continue
+            if isinstance(block.get("text"), str):
+                texts.append(block["text"])
+            image = block.get("image")
+            if not isinstance(image, dict):
+                continue
+            if image.get("format") not in IMAGE_FORMATS:
+                raise ValidationProblem(f"Unsupported image format {image.get('format')!r}.")
+            raw = (image.get("source") or {}).get("bytes") or ""
+            try:
+                images.append(base64.b64decode(raw, validate=True))
+            except (binascii.Error, ValueError, TypeError) as exc:
+                raise ValidationProblem("The provided image bytes are not valid base64.") from exc
+    return images, texts
+
+
+def parse_converse(model_id: str, body: bytes) -> ConverseRequest:
+    """Validate a Converse request body; raises ``ValidationProblem`` with Bedrock-like messages."""
+    try:
+        doc = json.loads(body or b"{}")
+    except ValueError as exc:
+        raise ValidationProblem("Malformed input request, please reformat your input and try again.") from exc
+    if not isinstance(doc, dict):
+        raise ValidationProblem("Malformed input request: the body must be a JSON object.")
+    if not model_id.strip():
+        raise ValidationProblem("The provided model identifier is invalid.")
+    messages = doc.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ValidationProblem("A conversation must start with a user message.")
+    if not isinstance(messages[-1], dict) or messages[-1].get("role") != "user":
+        raise ValidationProblem("A conversation must end with a user message.")
+    images, texts = _content(messages, doc.get("system"))
+    max_tokens = (doc.get("inferenceConfig") or {}).get("maxTokens", 5000)
+    if not isinstance(max_tokens, int) or not 1 <= max_tokens <= 10_000:
+        raise ValidationProblem("inferenceConfig.maxTokens must be between 1 and 10000.")
+    return ConverseRequest(
+        model_id=model_id, images=tuple(images), text=" ".join(texts), max_tokens=max_tokens
+    )
+
+
+# --- quota ------------------------------------------------------------------------------------
+
+
+class SlidingWindowQuota:
+    """At most ``limit`` accepted requests in any ``window_s`` seconds (thread-safe)."""
+
+    def __init__(self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if limit < 1 or window_s <= 0:
+            raise ValueError("quota limit must be >= 1 and the window > 0")
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._accepted: deque[float] = deque()
+        self._lock = threading.Lock()
+        self.peak = 0
+
+    def try_acquire(self) -> float | None:
+        """A slot token (its timestamp) if under the quota, else None."""
+        with self._lock:
+            now = self._clock()
+            while self._accepted and self._accepted[0] <= now - self.window_s:
+                self._accepted.popleft()
+            if len(self._accepted) >= self.limit:
+                return None
+            self._accepted.append(now)
+            self.peak = max(self.peak, len(self._accepted))
+            return now
+
+    def release(self, token: float) -> None:
+        """Give a slot back (a request rejected after all, e.g. an injected throttle)."""
+        with self._lock, suppress(ValueError):
+            self._accepted.remove(token)
+
+
+def quota_limit(rpm: float, window_s: float) -> int:
+    """Requests allowed per window for a requests-per-minute quota (at least one)."""
+    return max(1, math.floor(rpm * window_s / 60.0 + 1e-9))
+
+
+# --- the server -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StandinConfig:
+    rpm: float | None = 120.0  # the account quota; None = unlimited
+    window_s: float = 60.0  # quota window; tests shrink it (rpm is scaled to the window)
+    latency_s: tuple[float, float] = (0.3, 0.8)  # simulated model latency, uniform in [lo, hi]
+    faults: FaultSpec = field(default_factory=FaultSpec)
+    timeout_hold_s: float = 3.0  # a "timeout" fault holds the request this long (> client read timeout)
+    seed: int = 0
+
+
+OUTCOMES = (
+    "ok",
+    "throttled_quota",
+    "throttled_injected",
+    "server_error",
+    "timeout",
+    "validation",
+    "model_error",
+    "invalid_request",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    body: dict[str, Any] | None
+    error_type: str | None = None
+
+
+_ERRORS: Mapping[str, tuple[int, str, str]] = {
+    "throttled_quota": (429, "ThrottlingException", "Too many requests, please wait before trying again."),
+    "throttled_injected": (429, "ThrottlingException", "Too many requests, please wait before trying again."),
+    "server_unavailable": (503, "ServiceUnavailableException", "The service is temporarily unavailable."),
+    "server_internal": (500, "InternalServerException", "An internal server error occurred. Retry."),
+    "validation": (400, "ValidationException", "The input does not adhere to the expected standards."),
+    "model_error": (424, "ModelErrorException", "The model produced an error while processing the request."),
+}
+
+
+class BedrockStandin:
+    """The stand-in's state: quota, fault plan, counters. ``serve()`` puts it on a loopback port."""
+
+    def __init__(self, config: StandinConfig | None = None) -> None:
+        self.config = config or StandinConfig()
+        self.quota = (
+            SlidingWindowQuota(quota_limit(self.config.rpm, self.config.window_s), self.config.window_s)
+            if self.config.rpm
+            else None
+        )
+        self.faults = FaultPlan(self.config.faults)
+        self._rng = random.Random(self.config.seed)  # noqa: S311 - simulated latency
+        self._lock = threading.Lock()
+        self._outcomes: Counter[str] = Counter()
+        self._paid_by_image: Counter[str] = Counter()
+        self._server_errors = 0
+        self._input_tokens = 0
+        self._output_tokens = 0
+        self._first_call: float | None = None
+        self._last_ok: float | None = None
+        self.stopping = threading.Event()
+        self.url = ""
+
+    # -- bookkeeping
+
+    def _count(self, outcome: str) -> None:
+        with self._lock:
+            self._outcomes[outcome] += 1
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            outcomes = {name: self._outcomes.get(name, 0) for name in OUTCOMES}
+            paid = dict(self._paid_by_image)
+            return {
+                "requests": sum(self._outcomes.values()),
+                "outcomes": outcomes,
+                "paid_calls": outcomes["ok"],
+                "throttled": outcomes["throttled_quota"] + outcomes["throttled_injected"],
+                "paid_by_image": paid,
+                "duplicate_paid_calls": sum(n - 1 for n in paid.values() if n > 1),
+                "input_tokens": self._input_tokens,
+                "output_tokens": self._output_tokens,
+                "first_call_at": self._first_call,
+                "last_ok_at": self._last_ok,
+                "quota_limit": self.quota.limit if self.quota else None,
+                "quota_window_s": self.quota.window_s if self.quota else None,
+                "quota_peak": self.quota.peak if self.quota else None,
+                "fault_script_remaining": self.faults.script_remaining,
+            }
+
+    # -- one request
+
+    def converse(self, model_id: str, body: bytes) -> _Reply | None:
+        """Handle one Converse call; None means 'hold and never answer' (a read-timeout fault)."""
+        with self._lock:
+            if self._first_call is None:
+                self._first_call = time.time()
+        try:
+            request = parse_converse(model_id, body)
+            if not request.images:
+                raise ValidationProblem("This stand-in captions images: the request has no image block.")
+        except ValidationProblem as exc:
+            self._count("invalid_request")
+            return _Reply(400, {"message": str(exc)}, "ValidationException")
+
+        token = self.quota.try_acquire() if self.quota else 0.0
+        if token is None:
+            return self._error("throttled_quota")
+        fault = self.faults.next_fault()
+        if fault is FaultKind.THROTTLE:
+            if self.quota:
+                self.quota.release(token)
+            return self._error("throttled_injected")
+        if fault is FaultKind.SERVER:
+            with self._lock:
+                self._server_errors += 1
+                kind = "server_unavailable" if self._server_errors % 2 else "server_internal"
+            self._count("server_error")
+            status, error_type, message = _ERRORS[kind]
+            return _Reply(status, {"message": message}, error_type)
+        if fault is FaultKind.TIMEOUT:
+            self._count("timeout")
+            return None
+        if fault is FaultKind.VALIDATION:
+            return self._error("validation")
+        if fault is FaultKind.MODEL:
+            return self._error("model_error")
+        try:
+            facts = analyse_image(request.images[0])
+        except UnreadableImage as exc:
+            self._count("invalid_request")
+            return _Reply(400, {"message": f"The provided image is not valid: {exc}"}, "ValidationException")
+        return self._answer(request, facts)
+
+    def _error(self, outcome: str) -> _Reply:
+        self._count(outcome)
+        status, error_type, message = _ERRORS[outcome]
+        return _Reply(status, {"message": message}, error_type)
+
+    def _answer(self, request: ConverseRequest, facts: ImageFacts) -> _Reply:
+        started = time.monotonic()
+        lo, hi = self.config.latency_s
+        with self._lock:
+            delay = self._rng.uniform(lo, hi) if hi > 0 else 0.0
+        if delay > 0:
+            self.stopping.wait(delay)
+        words = describe(facts).split()
+        stop_reason = "end_turn"
+        if len(words) > request.max_tokens:
+            words, stop_reason = words[: request.max_tokens], "max_tokens"
+        text = " ".join(words)
+        input_tokens = sum(
+            estimate_input_tokens(facts.width, facts.height, "") for _ in request.images
+        ) + estimate_input_tokens(0, 0, request.text)
+        output_tokens = len(words)
+        sha = hashlib.sha256(request.images[0]).hexdigest()
+        with self._lock:
+            self._outcomes["ok"] += 1
+            self._paid_by_image[sha] += 1
+            self._input_tokens += input_tokens
+            self._output_tokens += output_tokens
+            self._last_ok = time.time()
+        latency_ms = round((time.monotonic() - started) * 1000)
+        return _Reply(
+            200,
+            {
+                "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+                "stopReason": stop_reason,
+                "usage": {
+                    "inputTokens": input_tokens,
+                    "outputTokens": output_tokens,
+                    "totalTokens": input_tokens + output_tokens,
+                },
+                "metrics": {"latencyMs": latency_ms},
+            },
+        )
+
+    # -- serving
+
+    @contextmanager
+    def serve(self) -> Iterator[BedrockStandin]:
+        """Listen on 127.0.0.1 (a free port) for the duration of the block; ``self.url`` is set."""
+        server = _Server((LOOPBACK, 0), _Handler)
+        server.standin = self
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="bedrock-standin", daemon=True
+        )
+        thread.start()
+        self.url = f"http://{LOOPBACK}:{server.server_address[1]}"
+        try:
+            yield self
+        finally:
+            self.stopping.set()
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    standin: BedrockStandin
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the runtime reports calls through the stand-in's counters."""
+
+    def _send(self, reply: _Reply) -> None:
+        payload = json.dumps(reply.body or {}).encode("utf-8")
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+        if reply.error_type:
+            self.send_header("x-amzn-ErrorType", reply.error_type)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def do_GET(self) -> None:
+        if urlsplit(self.path).path == "/_standin/stats":
+            stats = self.server.standin.stats()
+            stats.pop("paid_by_image", None)
+            self._send(_Reply(200, stats))
+        else:
+            self._send(_Reply(404, {"message": "not found"}, "UnknownOperationException"))
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._send(_Reply(413, {"message": "Request too large"}, "ValidationException"))
+            return
+        body = self.rfile.read(length) if length else b""
+        match = _PATH.match(urlsplit(self.path).path)
+        if not match:
+            self._send(_Reply(404, {"message": "Unknown operation"}, "UnknownOperationException"))
+            return
+        standin = self.server.standin
+        reply = standin.converse(unquote(match.group("model")), body)
+        if reply is None:
+            # Read-timeout fault: hold past the client's read timeout, then drop the connection.
+            standin.stopping.wait(standin.config.timeout_hold_s)
+            self.close_connection = True
+            return
+        try:
+            self._send(reply)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True

@@ -1,0 +1,151 @@
+"""``imgcap local`` end to end on the demo sample set: captions, error records, summary, report, logs."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+from pathlib import Path
+
+import pytest
+
+from imgcap.cli import main
+from imgcap.local.standin import STANDIN_MARK
+from imgcap.samples import SAMPLES, write_samples
+from tests.e2e.conftest import Run, run_pipeline
+
+pytestmark = pytest.mark.e2e
+
+CAPTION_FIELDS = {
+    "schema_version",
+    "caption",
+    "model_id",
+    "prompt",
+    "inference",
+    "usage",
+    "stop_reason",
+    "latency_ms",
+    "source",
+    "encoded_key",
+    "uploaded_at",
+    "captioned_at",
+    "receive_count",
+}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Run]:
+    """Given the sample set (a dozen files, one corrupt, one text, names with ' ' and '+')."""
+    images = tmp_path_factory.mktemp("images")
+    write_samples(images)
+    run = run_pipeline(images, tmp_path_factory.mktemp("out"))
+    return images, run
+
+
+def test_every_sample_reaches_a_final_state_and_nothing_is_lost(demo: tuple[Path, Run]) -> None:
+    _, run = demo
+    summary = run.summary
+
+    assert run.result.exit_code == 0
+    assert summary["lost"] == 0
+    assert summary["not_final"] == []
+    assert summary["images"] == len(SAMPLES) == 12
+    assert summary["captioned"] == sum(s.expect_caption for s in SAMPLES) == 10
+    assert summary["rejected"] == 2
+    assert summary["dead_lettered"] == 0
+    assert summary["resize_failed"] == 0
+    assert summary["rejected_by_code"] == {"corrupt_image": 1, "unsupported_format": 1}
+
+
+def test_every_image_has_a_complete_caption_record_tied_to_its_upload(demo: tuple[Path, Run]) -> None:
+    images, run = demo
+
+    for sample in (s for s in SAMPLES if s.expect_caption):
+        record = run.caption(sample.name)
+        assert set(record) >= CAPTION_FIELDS, sample.name
+        assert record["caption"].startswith(STANDIN_MARK)
+        assert record["source"]["key"] == f"images/{sample.name}"
+        # a single-part upload's ETag is the MD5 of its bytes: the caption belongs to this exact file
+        assert record["source"]["etag"] == hashlib.md5((images / sample.name).read_bytes()).hexdigest()
+        assert record["encoded_key"] == f"base64_images/{sample.name}.txt"
+        assert record["usage"]["input_tokens"] > 1000
+        assert record["usage"]["output_tokens"] > 10
+        assert set(record["inference"]) == {"maxTokens", "temperature", "topP", "topK"}
+
+
+def test_names_with_space_and_plus_survive_the_url_encoded_s3_event(demo: tuple[Path, Run]) -> None:
+    _, run = demo
+
+    assert run.caption("trips/beach day.jpg")["source"]["key"] == "images/trips/beach day.jpg"
+    assert run.caption("forest+lake.webp")["source"]["key"] == "images/forest+lake.webp"
+
+
+def test_the_corrupt_and_the_text_file_get_error_records(demo: tuple[Path, Run]) -> None:
+    _, run = demo
+
+    broken, text = run.error("broken.jpg"), run.error("notes.txt")
+
+    assert (broken["stage"], broken["error_code"], broken["retryable"]) == ("resize", "corrupt_image", False)
+    assert (text["stage"], text["error_code"]) == ("resize", "unsupported_format")
+    assert not (run.out / "captions" / "broken.jpg.json").exists()
+
+
+def test_summary_metric_totals_match_the_records_and_the_standin(demo: tuple[Path, Run]) -> None:
+    _, run = demo
+    summary = run.summary
+    totals = summary["metrics"]["totals"]
+
+    assert totals["ImagesReceived"] == summary["images"]
+    assert totals["ImagesResized"] == summary["captioned"]
+    assert totals["ImagesRejected"] == summary["rejected"]
+    assert summary["metrics"]["rejections_by_code"] == summary["rejected_by_code"]
+    assert totals["CaptionsWritten"] == summary["captioned"]
+    assert totals["ModelCalls"] == summary["model_calls"] == summary["paid_calls"] == summary["captioned"]
+    assert totals["InputTokens"] == summary["input_tokens"] == summary["standin"]["input_tokens"]
+    assert totals["OutputTokens"] == summary["output_tokens"] == summary["standin"]["output_tokens"]
+    assert summary["duplicate_paid_calls"] == 0
+    assert summary["throttled"] == 0
+    assert summary["captions_per_minute"] > 0
+    assert 0 < summary["upload_to_caption_p50_s"] <= summary["upload_to_caption_p95_s"]
+    for name in ("images", "captioned", "rejected", "dead_lettered", "lost", "model_calls", "throttled"):
+        assert isinstance(summary[name], int), name
+    for name in ("duplicates_avoided", "input_tokens", "output_tokens", "elapsed_s", "rpm"):
+        assert name in summary
+
+
+def test_report_shows_every_upload_offline(demo: tuple[Path, Run]) -> None:
+    _, run = demo
+    page = (run.out / "report.html").read_text(encoding="utf-8")
+
+    for sample in SAMPLES:
+        assert html.escape(f"images/{sample.name}") in page, sample.name
+    assert page.count('src="data:image/jpeg;base64,') >= 10  # every captioned image has a thumbnail
+    assert "corrupt_image" in page
+    assert "unsupported_format" in page
+    assert "http://" not in page
+    assert "https://" not in page
+
+
+def test_logs_and_progress_are_written(demo: tuple[Path, Run]) -> None:
+    _, run = demo
+
+    resize_logs, caption_logs = run.log("resize-encode"), run.log("caption")
+    invocations = run.log("invocations")
+
+    assert {line["correlation_id"] for line in resize_logs if "correlation_id" in line} >= {
+        f"images/{s.name}" for s in SAMPLES
+    }
+    assert all(line["service"] == "caption" for line in caption_logs)
+    assert {i["function"] for i in invocations} == {
+        "ImageCaptioning-resize-encode",
+        "ImageCaptioning-caption",
+    }
+    assert "uploaded 12/12" in run.progress
+    assert "\r" not in run.progress
+    assert "report:" in run.progress
+
+
+def test_cli_rejects_a_bad_fault_spec_and_a_missing_folder_before_starting(tmp_path: Path) -> None:
+    assert (
+        main(["local", "--images", str(tmp_path), "--out", str(tmp_path / "o"), "--faults", "bogus=1"]) == 2
+    )
+    assert main(["local", "--images", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
