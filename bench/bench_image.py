@@ -161,14 +161,17 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
 
 
-def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    fn()  # warm-up: plugin imports, first-touch allocations
-    times = []
+def median_seconds(contenders: dict[str, Callable[[], object]], repeat: int) -> dict[str, float]:
+    """Median wall time of each contender, run round-robin so background load hits all alike."""
+    for fn in contenders.values():
+        fn()  # warm-up: plugin imports, first-touch allocations
+    times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeat):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, fn in contenders.items():
+            started = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def psnr(a: Image.Image, b: Image.Image) -> float:
@@ -182,6 +185,9 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
 
 
 def _child(kind: str, path: str) -> None:
+    """One case in a fresh interpreter. ``idle-*`` loads the same modules and file, runs nothing."""
+    if kind in ("project", "idle-project"):
+        import lambdas.resize.imaging  # noqa: F401
     data = Path(path).read_bytes()
     if kind == "baseline":
         notebook(data)
@@ -319,6 +325,8 @@ class Row:
     psnr_db: float
     baseline_peak_mb: float | None
     project_peak_mb: float | None
+    baseline_idle_mb: float | None  # same interpreter, modules and file loaded, no image work
+    project_idle_mb: float | None
     output_bytes: int
     baseline_output_bytes: int
 
@@ -330,6 +338,14 @@ class Row:
     def vs_floor(self) -> float:
         return self.project_s / self.floor_s
 
+    @property
+    def baseline_net_mb(self) -> float | None:
+        return _minus(self.baseline_peak_mb, self.baseline_idle_mb)
+
+    @property
+    def project_net_mb(self) -> float | None:
+        return _minus(self.project_peak_mb, self.project_idle_mb)
+
     def as_json(self) -> dict[str, object]:
         return {
             "name": self.name,
@@ -340,10 +356,20 @@ class Row:
             "speedup": round(self.speedup, 2),
             "vs_floor": round(self.vs_floor, 2),
             "psnr_db": round(min(self.psnr_db, PSNR_IDENTICAL), 2),
-            "baseline_peak_mb": None if self.baseline_peak_mb is None else round(self.baseline_peak_mb, 1),
-            "project_peak_mb": None if self.project_peak_mb is None else round(self.project_peak_mb, 1),
+            "baseline_peak_mb": _round(self.baseline_peak_mb),
+            "project_peak_mb": _round(self.project_peak_mb),
             "output_bytes": self.output_bytes,
+            "baseline_net_mb": _round(self.baseline_net_mb),
+            "project_net_mb": _round(self.project_net_mb),
         }
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def measure(item: Input, repeat: int, *, memory: bool) -> Row:
@@ -353,18 +379,27 @@ def measure(item: Input, repeat: int, *, memory: bool) -> Row:
     output = Image.open(io.BytesIO(project_out))
     output.load()
     reference = Image.open(io.BytesIO(data)).resize(OUT_SIZE, Image.Resampling.LANCZOS)
-    decode_s = median_seconds(lambda: cheapest_decode(data), repeat)
-    encode_s = median_seconds(lambda: cheapest_encode(output), repeat)
+    seconds = median_seconds(
+        {
+            "baseline": lambda: notebook(data),
+            "project": lambda: project(data),
+            "decode": lambda: cheapest_decode(data),
+            "encode": lambda: cheapest_encode(output),
+        },
+        repeat,
+    )
     return Row(
         name=item.name,
         megapixels=item.megapixels,
         file_mb=len(data) / 1e6,
-        baseline_s=median_seconds(lambda: notebook(data), repeat),
-        project_s=median_seconds(lambda: project(data), repeat),
-        floor_s=decode_s + encode_s,
+        baseline_s=seconds["baseline"],
+        project_s=seconds["project"],
+        floor_s=seconds["decode"] + seconds["encode"],
         psnr_db=psnr(output, reference),
         baseline_peak_mb=peak_rss_mb("baseline", item.path) if memory else None,
         project_peak_mb=peak_rss_mb("project", item.path) if memory else None,
+        baseline_idle_mb=peak_rss_mb("idle-baseline", item.path) if memory else None,
+        project_idle_mb=peak_rss_mb("idle-project", item.path) if memory else None,
         output_bytes=len(project_out),
         baseline_output_bytes=len(baseline_out),
     )
@@ -374,45 +409,65 @@ def _fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-def print_table(rows: list[Row], idle_mb: float | None) -> None:
+def print_table(rows: list[Row]) -> None:
     header = (
         f"{'input':<10} {'MP':>5} {'file MB':>7} {'baseline s':>10} {'project s':>9} {'floor s':>7} "
-        f"{'speed-up':>8} {'vs floor':>8} {'PSNR dB':>7} {'base MB':>7} {'proj MB':>7} {'out bytes':>9} "
-        f"{'base bytes':>10}"
+        f"{'speed-up':>8} {'vs floor':>8} {'PSNR dB':>7} {'peak MB base/proj':>17} {'net MB base/proj':>16} "
+        f"{'out bytes':>9} {'base bytes':>10}"
     )
     print(header)
     print("-" * len(header))
     for r in rows:
+        peaks = f"{_fmt(r.baseline_peak_mb, '.0f')}/{_fmt(r.project_peak_mb, '.0f')}"
+        nets = f"{_fmt(r.baseline_net_mb, '.0f')}/{_fmt(r.project_net_mb, '.0f')}"
         print(
             f"{r.name:<10} {r.megapixels:>5.1f} {r.file_mb:>7.2f} {r.baseline_s:>10.3f} {r.project_s:>9.3f} "
             f"{r.floor_s:>7.3f} {r.speedup:>7.2f}x {r.vs_floor:>7.2f}x {min(r.psnr_db, PSNR_IDENTICAL):>7.2f}"
-            " "
-            f"{_fmt(r.baseline_peak_mb, '7.0f')} {_fmt(r.project_peak_mb, '7.0f')} {r.output_bytes:>9,} "
-            f"{r.baseline_output_bytes:>10,}"
+            f" {peaks:>17} {nets:>16} {r.output_bytes:>9,} {r.baseline_output_bytes:>10,}"
         )
-    print(
-        "peak MB = VmHWM of a fresh interpreter that reads the file and runs one image"
-        f" (an idle interpreter with Pillow loaded: {_fmt(idle_mb, '.0f')} MB)."
-    )
+    print("times: median of round-robin runs in this process; speed-up = baseline / project.")
     print("floor = cheapest decode at the needed size + an unfiltered, uncompressed PNG encode.")
     print("PSNR: project output vs full decode + LANCZOS of the same geometry (100 = identical pixels).")
+    print("peak MB = VmHWM of a fresh interpreter per case; net = peak minus the same interpreter with")
+    print("its modules and the file loaded but no image work (the project also loads TIFF/WebP: ~5 MB).")
 
 
-def recommend_memory(rows: list[Row], idle_mb: float | None) -> dict[str, object]:
-    """Resize function memory from the measured 24 MP peak, with headroom; never below one vCPU."""
+def worst_case_bytes_per_pixel(folder: Path) -> float | None:
+    """Peak RSS per pixel of the costliest legitimate input: an RGBA PNG (full decode, plus the
+    premultiplied copy Pillow makes to resize alpha correctly). 24 MP, flat content: quick to make."""
+    path = folder / "worst-rgba-24mp.png"
+    im = Image.new("RGBA", (6000, 4000), (30, 60, 90, 255))
+    ImageDraw.Draw(im).ellipse((1000, 500, 5000, 3500), fill=(200, 100, 50, 128))
+    im.save(path, compress_level=1)
+    del im
+    peak = peak_rss_mb("project", path)
+    idle = peak_rss_mb("idle-project", path)
+    if peak is None or idle is None:
+        return None
+    return (peak - idle) * 1024 * 1024 / 24e6
+
+
+def recommend_memory(rows: list[Row], bytes_per_pixel: float | None) -> dict[str, object]:
+    """Resize function memory from the measured 24 MP peak (with headroom) and the worst case that
+    the memory-derived pixel limit admits; never below one full vCPU."""
+    from lambdas.shared.config import pixel_limit_for_memory
+
     peak = next((r.project_peak_mb for r in rows if r.name == "jpeg-24mp"), None)
     if peak is None:
         return {"memory_mb": MEMORY_MB, "reason": "24 MP peak not measured; 1769 MB = one full vCPU"}
-    # Lambda's runtime, boto3 and Powertools add ~100 MB over our bare interpreter; then 2x headroom
-    # for a 24 MP PNG (no DCT scaling: the whole frame is decoded) and concurrency inside one call.
-    floor_mb = int(math.ceil((peak + 100) * 2 / 64) * 64)
+    # Lambda's runtime, boto3 and Powertools add ~100 MB over our bare interpreter; 2x headroom.
+    for_24mp = int(math.ceil((peak + 100) * 2 / 64) * 64)
+    limit = pixel_limit_for_memory(MEMORY_MB)
+    worst_mb = None if bytes_per_pixel is None else limit * bytes_per_pixel / 1024 / 1024 + 100
     return {
-        "memory_mb": max(MEMORY_MB, floor_mb),
-        "min_memory_mb_for_24mp": floor_mb,
+        "memory_mb": max(MEMORY_MB, for_24mp),
+        "min_memory_mb_for_24mp": for_24mp,
         "jpeg_24mp_peak_mb": round(peak, 1),
-        "idle_mb": None if idle_mb is None else round(idle_mb, 1),
+        "worst_case_bytes_per_pixel": None if bytes_per_pixel is None else round(bytes_per_pixel, 2),
+        "worst_case_mb_at_pixel_limit": None if worst_mb is None else round(worst_mb),
+        "pixel_limit_mp": round(limit / 1e6, 1),
         "reason": "memory buys CPU: 1769 MB is one full vCPU and decoding is CPU-bound and single-threaded; "
-        "it also sets the pixel limit to 139.1 MP",
+        "its pixel limit (139.1 MP) admits an RGBA PNG whose decode still fits",
     }
 
 
@@ -440,9 +495,8 @@ def main(argv: list[str] | None = None) -> int:
         for item in inputs:
             print(f"measuring {item.name} ...", flush=True)
             rows.append(measure(item, args.repeat, memory=not args.no_memory))
-        idle = None if args.no_memory else peak_rss_mb("idle", inputs[0].path)
         print()
-        print_table(rows, idle)
+        print_table(rows)
 
         print()
         imports: dict[str, float | None] = {}
@@ -457,8 +511,14 @@ def main(argv: list[str] | None = None) -> int:
         layer_mb, layer_error = (None, "skipped (--no-layer)") if args.no_layer else layer_zip_mb(folder)
         print("layer zip: " + (f"{layer_mb:.1f} MB" if layer_mb is not None else f"n/a ({layer_error})"))
 
-        memory = recommend_memory(rows, idle)
-        print(f"recommended resize memory: {memory['memory_mb']} MB ({memory['reason']})")
+        bytes_per_pixel = None if args.no_memory else worst_case_bytes_per_pixel(folder)
+        memory = recommend_memory(rows, bytes_per_pixel)
+        print(
+            f"recommended resize memory: {memory['memory_mb']} MB ({memory['reason']}); "
+            f"a 24 MP JPEG alone needs {memory.get('min_memory_mb_for_24mp')} MB with 2x headroom; "
+            f"worst case at the pixel limit: {memory.get('worst_case_mb_at_pixel_limit')} MB "
+            f"({memory.get('worst_case_bytes_per_pixel')} bytes/pixel, RGBA PNG)"
+        )
         result: dict[str, object] = {
             "inputs": [r.as_json() for r in rows],
             "import_s": imports,

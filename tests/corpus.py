@@ -5,7 +5,7 @@ outcome ``lambdas.resize.imaging.resize_and_encode`` must produce for it: ``"cap
 1280x720 PNG, so the pipeline goes on to caption it) or an ``ErrorCode`` value.
 
 The expectations hold for any ``ImageSpec`` whose ``max_pixels`` is between ``MIN_MAX_PIXELS`` and
-``MAX_MAX_PIXELS`` (function memory from ~820 MB to ~3,000 MB, the local runtime's default of 1,769 MB
+``MAX_MAX_PIXELS`` (function memory from ~820 MB to ~3,400 MB, the local runtime's default of 1,769 MB
 included): the largest legitimate file is 64 MP, the smallest bomb declares 268 MP.
 
 Pixels are cheap on purpose (gradients, flat colour, small noise), bombs are crafted headers rather

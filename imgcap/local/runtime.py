@@ -29,7 +29,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -245,7 +245,9 @@ class LogSink:
                 level = str(doc.get("level", "")).upper()
                 correlation = doc.get("correlation_id")
                 if level in ("WARNING", "ERROR", "CRITICAL") and isinstance(correlation, str):
-                    self.last_problem[correlation] = str(doc.get("message", ""))[:300]
+                    detail = doc.get("detail")
+                    text = str(doc.get("message", "")) + (f" ({detail})" if detail else "")
+                    self.last_problem[correlation] = text[:300]
             record = {
                 "function": result.function,
                 "request_id": result.request_id,
@@ -404,10 +406,9 @@ class Ledger:
             doc = _json_object(message.get("Body", "")) or {}
             key = doc.get("source_key")
             if isinstance(key, str):
-                self.dead_letters[key] = {
-                    "etag": doc.get("source_etag"),
-                    "receive_count": int((message.get("Attributes") or {}).get("ApproximateReceiveCount", 0)),
-                }
+                # moto carries the count over to the DLQ; our own peek above added one more
+                count = int((message.get("Attributes") or {}).get("ApproximateReceiveCount", 1))
+                self.dead_letters[key] = {"etag": doc.get("source_etag"), "receive_count": max(0, count - 1)}
         for message in self._drain(self._stack.resize_failure_queue_url):
             from lambdas.resize.events import object_refs
 
@@ -583,7 +584,8 @@ def function_specs(
     return resize, caption
 
 
-def _tunables(options: LocalOptions) -> dict[str, str]:
+def ssm_tunables(options: LocalOptions) -> dict[str, str]:
+    """The SSM tunables a run overrides: pacing rpm, and the --policy/--prompt/--model-id options."""
     values = {"requests-per-minute": f"{options.pacing_rpm or options.rpm:g}"}
     if options.policy:
         values["resize-policy"] = options.policy
@@ -607,6 +609,20 @@ def _check_handlers(options: LocalOptions) -> None:
             raise LocalRunError(f"handler module {module} not found (run from the project directory)")
 
 
+def _check_bedrock_credentials() -> None:
+    """``--captioner bedrock`` calls the real service: fail early when no credentials are found."""
+    import boto3
+
+    session = boto3.session.Session()
+    if session.get_credentials() is None:
+        raise LocalRunError(
+            "--captioner bedrock needs AWS credentials with bedrock:InvokeModel (AWS_PROFILE or "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and model access enabled; none were found"
+        )
+    if not session.region_name:
+        raise LocalRunError("--captioner bedrock needs a region: set AWS_REGION or AWS_DEFAULT_REGION")
+
+
 def _prepare_out(out: Path) -> None:
     """Create OUT and remove what an earlier run wrote there (only our own artefacts)."""
     import shutil
@@ -614,7 +630,7 @@ def _prepare_out(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name in ("captions", "errors", "logs"):
         shutil.rmtree(out / name, ignore_errors=True)
-    for name in ("summary.json", "report.html", "dead_letters.json"):
+    for name in ("summary.json", "report.html"):
         (out / name).unlink(missing_ok=True)
 
 
@@ -633,9 +649,9 @@ class _Run:
         self.logs = LogSink(options.out / "logs", self.metrics)
         self.standin: BedrockStandin | None = None
         self.uploaded = 0
-        self.upload_errors: list[str] = []
+        self.upload_errors: list[tuple[str, str]] = []  # (key, why the upload failed)
         self.started = time.monotonic()
-        self.started_wall = time.time()
+        self._lock = threading.Lock()
 
     # -- callbacks from the emulator
 
@@ -663,13 +679,15 @@ class _Run:
             upload = Upload(key=key, path=path, size=len(data))
             try:
                 response = s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
-            except Exception as exc:
-                self.upload_errors.append(f"{key}: {exc}")
+            except Exception as exc:  # reported as not final (lost) with the reason in summary.json
+                with self._lock:
+                    self.upload_errors.append((key, str(exc)))
                 return
             upload.etag = str(response["ETag"]).strip('"')
             upload.uploaded_at = time.time()
             ledger.add_upload(upload)
-            self.uploaded += 1
+            with self._lock:
+                self.uploaded += 1
 
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="upload") as pool:
             list(pool.map(one, files))
@@ -721,6 +739,8 @@ def run_local(options: LocalOptions, stream: TextIO | None = None) -> LocalResul
     if options.captioner not in ("standin", "bedrock"):
         raise LocalRunError(f"--captioner must be standin or bedrock, got {options.captioner!r}")
     _check_handlers(options)
+    if options.captioner == "bedrock":
+        _check_bedrock_credentials()
     files = collect_files(options.images)
     _prepare_out(options.out)
     run = _Run(options, stream)
@@ -743,7 +763,7 @@ def _run_on_servers(
         sqs=sqs,
         ssm=ssm,
         stack_name=options.stack_name,
-        tunables=_tunables(options),
+        tunables=ssm_tunables(options),
         max_receive_count=options.tuning.max_receive_count,
         visibility_timeout_s=options.tuning.queue_visibility_timeout_s,
     )
@@ -777,7 +797,6 @@ def _run_on_servers(
     ledger = Ledger(s3, sqs, stack)
     pump.start()
     source.start()
-    stopped = False
     try:
         run.progress.say(
             f"imgcap local: {len(files)} file(s), captioner={options.captioner}, rpm={options.rpm:g}, "
@@ -789,24 +808,27 @@ def _run_on_servers(
         )
         uploader.start()
         timed_out = _wait_until_final(run, ledger, files, uploader, sqs, stack, pump, source)
-        if options.keep_running and not timed_out:
+        keep = options.keep_running and not timed_out
+        if not keep:
+            # let batches still running finish (none, normally: the queues were quiet)
+            _stop_event_sources(pump, source, 0.5 if timed_out else options.tuning.caption_timeout_s + 2)
+        ledger.refresh()
+        summary = _summary(run, ledger, standin, s3, stack, timed_out, resize_pool, caption_pool, source)
+        result = _write_outputs(run, ledger, summary, s3, stack)
+        if keep:
             _keep_running(run, moto_url, standin, stack)
-        pump.signal_stop()
-        source.signal_stop()
-        pump.stop()
-        source.stop(timeout_s=options.tuning.caption_timeout_s + 2)
-        stopped = True
+        return result
     finally:
-        if not stopped:
-            pump.signal_stop()
-            source.signal_stop()
-            pump.stop()
-            source.stop(timeout_s=1)
+        _stop_event_sources(pump, source, 1.0)
         resize_pool.close()
         caption_pool.close()
-    ledger.refresh()
-    summary = _summary(run, ledger, standin, s3, stack, timed_out, resize_pool, caption_pool, source)
-    return _write_outputs(run, ledger, summary, s3, stack)
+
+
+def _stop_event_sources(pump: S3EventPump, source: SqsEventSource, grace_s: float) -> None:
+    pump.signal_stop()
+    source.signal_stop()
+    pump.stop()
+    source.stop(timeout_s=grace_s)
 
 
 def _progress_line(run: _Run, ledger: Ledger, total: int, states: Mapping[str, str | None]) -> str:
@@ -876,10 +898,16 @@ def _keep_running(run: _Run, moto_url: str, standin: BedrockStandin | None, stac
     env = endpoint_environment(moto_url, standin.url if standin else None)
     lines = [f"export {k}={v}" for k, v in sorted(env.items())]
     run.progress.say(
-        "Servers are still running (Ctrl-C to stop). In another shell:\n  "
-        + "\n  ".join(lines)
-        + f"\n  imgcap status --stack-name {stack.stack_name}"
+        "Servers and functions are still running: new uploads are processed too (Ctrl-C to stop).\n"
+        "In another shell:\n  " + "\n  ".join(lines) + f"\n  imgcap status --stack-name {stack.stack_name}"
     )
+    import signal
+
+    def stop_on_term(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    with suppress(ValueError):  # only the main thread may set handlers; elsewhere Ctrl-C alone works
+        signal.signal(signal.SIGTERM, stop_on_term)
     try:
         while True:
             time.sleep(1.0)
@@ -929,9 +957,7 @@ def _summary(
     options = run.options
     states = ledger.states()
     counts = Counter(s for s in states.values() if s)
-    not_final = sorted(k for k, s in states.items() if not s) + sorted(
-        e.split(":")[0] for e in run.upload_errors
-    )
+    not_final = sorted(k for k, s in states.items() if not s) + sorted(k for k, _ in run.upload_errors)
     ages: list[float] = []
     input_tokens = output_tokens = 0
     for upload in ledger.uploads.values():
@@ -981,6 +1007,7 @@ def _summary(
         "upload_to_caption_max_s": _round(max(ages) if ages else None),
         "timed_out": timed_out,
         "not_final": not_final,
+        "upload_errors": [{"key": k, "error": e} for k, e in run.upload_errors],
         "rejected_by_code": dict(sorted(rejected_by_code.items())),
         "dead_letters": [
             {
@@ -1044,7 +1071,7 @@ def _write_outputs(
         f"{summary['lost']} lost; model calls {summary['model_calls']} (throttled {summary['throttled']}); "
         f"{summary['captions_per_minute']} captions/min over {summary['caption_busy_s']} s"
     )
-    run.progress.say(f"summary: {out / 'summary.json'}\nreport:  {report}")
+    run.progress.say(f"summary: {(out / 'summary.json').resolve()}\nreport:  {report.resolve()}")
     return LocalResult(summary=summary, out=out, report=report)
 
 

@@ -183,6 +183,11 @@ def execution_environment_main(
     conn: Connection, handler_path: str, env: dict[str, str], spec_fields: dict[str, Any]
 ) -> None:
     """Entry point of a worker process (must stay importable for multiprocessing spawn)."""
+    import signal
+
+    # Ctrl-C in the terminal reaches the whole process group; like a Lambda environment, the worker
+    # ignores it and is stopped by its parent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.clear()
     os.environ.update(env)
     lock = threading.Lock()

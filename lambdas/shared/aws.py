@@ -16,7 +16,8 @@ from botocore.config import Config
 @cache
 def client(service: str, max_attempts: int = 3, read_timeout: float = 60.0) -> Any:
     config = Config(
-        retries={"max_attempts": max_attempts, "mode": "standard"},
+        # total_max_attempts counts the first call too (max_attempts would mean retries).
+        retries={"total_max_attempts": max_attempts, "mode": "standard"},
         read_timeout=read_timeout,
         connect_timeout=5,
         tcp_keepalive=True,

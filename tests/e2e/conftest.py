@@ -19,11 +19,13 @@ from PIL import Image, ImageDraw
 
 from imgcap.local.runtime import LocalOptions, LocalResult, LocalTuning, run_local
 
-# Fast local settings: no pacing to speak of, short backoffs, one resize worker.
+# Fast local settings: no pacing to speak of, short backoffs, one resize worker. The Bedrock read
+# timeout stays at the local 2 s: at 1 s a busy 2-core machine sometimes times out a call the
+# stand-in did answer, and the SDK's retry is then a second paid call (which the summary counts).
 FAST_TUNING = LocalTuning(
     resize_concurrency=1,
     caption_timeout_s=30.0,
-    bedrock_read_timeout_s=1.0,
+    bedrock_read_timeout_s=2.0,
     throttle_backoff_base_s=1.0,
     throttle_backoff_max_s=2.0,
     async_retry_delays_s=(0.2, 0.4),

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import html
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from imgcap.cli import main
+from imgcap.local.provision import LocalStack
+from imgcap.local.runtime import LocalOptions, function_specs, ssm_tunables
+from imgcap.local.servers import endpoint_environment
 from imgcap.local.standin import STANDIN_MARK
 from imgcap.samples import SAMPLES, write_samples
 from tests.e2e.conftest import Run, run_pipeline
@@ -149,3 +153,74 @@ def test_cli_rejects_a_bad_fault_spec_and_a_missing_folder_before_starting(tmp_p
         main(["local", "--images", str(tmp_path), "--out", str(tmp_path / "o"), "--faults", "bogus=1"]) == 2
     )
     assert main(["local", "--images", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+
+
+def _stack() -> LocalStack:
+    return LocalStack(
+        stack_name="EnvTest",
+        bucket="envtest-images",
+        ssm_prefix="/EnvTest",
+        queue_url="http://127.0.0.1:1/123456789012/EnvTest-caption",
+        queue_arn="arn:aws:sqs:us-east-1:123456789012:EnvTest-caption",
+        dlq_url="http://127.0.0.1:1/123456789012/EnvTest-caption-dlq",
+        events_queue_url="http://127.0.0.1:1/123456789012/EnvTest-s3-events",
+        resize_failure_queue_url="http://127.0.0.1:1/123456789012/EnvTest-resize-failures",
+        max_receive_count=20,
+        visibility_timeout_s=180,
+    )
+
+
+def test_functions_get_the_lambda_environment_pointing_at_loopback(tmp_path: Path) -> None:
+    options = LocalOptions(images=tmp_path, out=tmp_path / "o", stack_name="EnvTest", concurrency=3)
+
+    resize, caption = function_specs(
+        options, _stack(), endpoint_environment("http://127.0.0.1:1", "http://127.0.0.1:2")
+    )
+
+    assert resize.env["QUEUE_URL"].endswith("/EnvTest-caption")
+    assert resize.env["POWERTOOLS_SERVICE_NAME"] == "resize-encode"
+    assert resize.env["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"] == "1769"
+    assert caption.env["POWERTOOLS_SERVICE_NAME"] == "caption"
+    assert caption.env["MAX_CONCURRENCY"] == "3"
+    assert caption.env["BEDROCK_READ_TIMEOUT_SECONDS"] == "2"
+    assert caption.env["THROTTLE_BACKOFF_MAX_SECONDS"] == "8"  # scaled down from the stack's 300
+    for env in (resize.env, caption.env):
+        assert env["BUCKET_NAME"] == "envtest-images"
+        assert env["SSM_PREFIX"] == "/EnvTest"
+        assert env["POWERTOOLS_METRICS_NAMESPACE"] == "ImageCaptioning"
+        assert env["POWERTOOLS_TRACE_DISABLED"] == "true"
+        assert env["AWS_ENDPOINT_URL_S3"] == env["AWS_ENDPOINT_URL_SQS"] == "http://127.0.0.1:1"
+        assert env["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] == "http://127.0.0.1:2"
+        assert env["AWS_ACCESS_KEY_ID"] == "local-testing"
+
+
+def test_with_the_real_bedrock_only_moto_services_are_redirected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_PROFILE", "my-profile")
+    options = LocalOptions(images=tmp_path, out=tmp_path / "o", captioner="bedrock")
+
+    _, caption = function_specs(options, _stack(), endpoint_environment("http://127.0.0.1:1", None))
+
+    assert "AWS_ENDPOINT_URL_BEDROCK_RUNTIME" not in caption.env
+    assert caption.env["AWS_ENDPOINT_URL_S3"] == "http://127.0.0.1:1"
+    assert caption.env["AWS_PROFILE"] == "my-profile"  # the user's own credentials reach Bedrock
+
+
+def test_overrides_become_ssm_tunables(tmp_path: Path) -> None:
+    options = LocalOptions(
+        images=tmp_path,
+        out=tmp_path,
+        rpm=90,
+        policy="crop",
+        prompt="Describe it.",
+        model_id="us.amazon.nova-lite-v1:0",
+    )
+
+    assert ssm_tunables(options) == {
+        "requests-per-minute": "90",
+        "resize-policy": "crop",
+        "prompt": "Describe it.",
+        "model-id": "us.amazon.nova-lite-v1:0",
+    }
+    assert ssm_tunables(replace(options, pacing_rpm=600))["requests-per-minute"] == "600"

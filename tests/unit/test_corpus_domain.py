@@ -17,9 +17,17 @@ import pytest
 from PIL import Image
 
 from lambdas.resize.imaging import resize_and_encode
-from lambdas.shared.config import ImageSpec, ResizePolicy
+from lambdas.shared.config import ImageSpec, ResizePolicy, pixel_limit_for_memory
 from lambdas.shared.errors import ErrorCode, Rejection
-from tests.corpus import CAPTION, DEFAULT_MAX_PIXELS, CorpusCase, build_corpus, corpus_cases
+from tests.corpus import (
+    CAPTION,
+    DEFAULT_MAX_PIXELS,
+    MAX_MAX_PIXELS,
+    MIN_MAX_PIXELS,
+    CorpusCase,
+    build_corpus,
+    corpus_cases,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -82,11 +90,18 @@ def test_given_a_corpus_file_when_encoded_then_outcome_is_the_expected_one(case:
         assert out.mode in ("RGB", "RGBA")
 
 
-@pytest.mark.parametrize("policy", [ResizePolicy.CROP, ResizePolicy.STRETCH])
-def test_given_other_policies_when_the_corpus_is_encoded_then_outcomes_do_not_change(
-    policy: ResizePolicy,
+@pytest.mark.parametrize(
+    ("policy", "memory_mb"),
+    [(ResizePolicy.CROP, 1024), (ResizePolicy.STRETCH, 3008)],
+    ids=["crop-1024", "stretch-3008"],
+)
+def test_given_other_policies_and_memory_sizes_when_encoded_then_outcomes_do_not_change(
+    policy: ResizePolicy, memory_mb: int
 ) -> None:
-    spec = ImageSpec(policy=policy, max_pixels=DEFAULT_MAX_PIXELS)
+    # The corpus promises its expectations for any memory whose pixel limit lies in this range
+    max_pixels = pixel_limit_for_memory(memory_mb)
+    assert MIN_MAX_PIXELS <= max_pixels <= MAX_MAX_PIXELS
+    spec = ImageSpec(policy=policy, max_pixels=max_pixels)
     mismatches = [(c.name, got) for c in CASES if (got := outcome(c, spec)[0]) != c.expected]
     assert mismatches == []
 

@@ -7,6 +7,7 @@ import base64
 import io
 import math
 import warnings
+from collections.abc import Callable
 
 import pytest
 from PIL import Image, ImageChops, ImageFile, ImageOps, ImageStat, WebPImagePlugin
@@ -247,7 +248,9 @@ def test_given_rgba_that_is_fully_opaque_when_encoded_then_output_is_rgb_with_bl
     ],
     ids=["P", "1", "L", "LA", "PA", "CMYK", "YCbCr"],
 )
-def test_given_each_mode_when_encoded_then_output_is_rgb_or_rgba(make, fmt: str, mode: str) -> None:  # type: ignore[no-untyped-def]
+def test_given_each_mode_when_encoded_then_output_is_rgb_or_rgba(
+    make: Callable[[], Image.Image], fmt: str, mode: str
+) -> None:
     assert resize_and_encode(encode(make(), fmt), SMALL).mode == mode
 
 
@@ -430,8 +433,9 @@ def test_given_each_accepted_format_when_probed_then_format_and_size_come_from_t
 
 
 @pytest.mark.usefixtures("no_decoding")
-def test_given_a_rotated_jpeg_when_probed_then_upright_size_is_returned_without_decoding() -> None:
-    assert probe(encode(corpus._scene(64, 40), "JPEG", exif=corpus._exif(6)), SPEC) == ("JPEG", 40, 64)
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_given_a_rotated_image_when_probed_then_upright_size_is_returned_without_decoding(fmt: str) -> None:
+    assert probe(encode(corpus._scene(64, 40), fmt, exif=corpus._exif(6)), SPEC) == (fmt, 40, 64)
 
 
 @pytest.mark.usefixtures("no_decoding")
