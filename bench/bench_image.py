@@ -29,7 +29,6 @@ import json
 import math
 import os
 import random
-import shutil
 import statistics
 import struct
 import subprocess
@@ -38,7 +37,7 @@ import tempfile
 import time
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +47,6 @@ REPO = Path(__file__).resolve().parents[1]
 OUT_SIZE = (1280, 720)
 MEMORY_MB = 1769  # the function's memory the pixel limit is derived from (one full vCPU)
 HANDLERS = ("lambdas.resize.handler", "lambdas.caption.handler")
-LAYER_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64")
-RUNTIME_PROVIDED = ("boto3", "botocore", "s3transfer")
 PSNR_IDENTICAL = 100.0  # reported when the output equals the reference exactly (PSNR is infinite)
 SENSOR_NOISE = 6  # sigma of per-pixel noise: ~2.6 bits/pixel at JPEG q90, like a 24 MP camera file
 
@@ -265,48 +262,28 @@ def import_seconds(module: str, repeat: int = 3) -> tuple[float | None, str | No
 
 
 def layer_zip_mb(workdir: Path) -> tuple[float | None, str | None]:
-    """Build the layer like the stack (pip for Lambda arm64 / Python 3.14), prune, zip; size in MB."""
-    target = workdir / "layer" / "python"
-    platform_args = [arg for platform in LAYER_PLATFORMS for arg in ("--platform", platform)]
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "install",
-        "--target",
-        str(target),
-        "--only-binary=:all:",
-        "--implementation",
-        "cp",
-        "--python-version",
-        "3.14",
-        *platform_args,
-        "-r",
-        str(REPO / "requirements-layer.txt"),
-        "--quiet",
-        "--disable-pip-version-check",
-        "--no-compile",
-    ]
-    try:
+    """Build the layer with the stack's own bundler (pip for Lambda arm64 / Python 3.14, pruned), zip it."""
+    from infra.bundling import PipLayerBundling
+    from infra.config import LAMBDA_PYTHON_VERSION, LAYER_PLATFORMS, LAYER_REQUIREMENTS
+
+    def run(command: Sequence[str]) -> None:
         done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"pip could not run: {exc}"
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines()
-        return None, "pip failed: " + (lines[-1] if lines else f"exit code {done.returncode}")
-    for entry in list(target.iterdir()):
-        dist = entry.name.lower().split("-", 1)[0]
-        provided = entry.name.lower() in RUNTIME_PROVIDED or (
-            entry.name.endswith(".dist-info") and dist in RUNTIME_PROVIDED
-        )
-        if provided or (entry.name == "bin" and entry.is_dir()):
-            shutil.rmtree(entry)
-    for junk in [p for p in target.rglob("__pycache__") if p.is_dir()]:
-        shutil.rmtree(junk, ignore_errors=True)
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines()
+            raise RuntimeError("pip failed: " + (lines[-1] if lines else f"exit code {done.returncode}"))
+
+    bundler = PipLayerBundling(
+        LAYER_REQUIREMENTS, python_version=LAMBDA_PYTHON_VERSION, platforms=LAYER_PLATFORMS, runner=run
+    )
+    out = workdir / "layer"
+    try:
+        bundler.try_bundle(str(out), image=None)  # type: ignore[arg-type]  # local bundling ignores the image
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+        return None, str(exc)
     archive = workdir / "layer.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        for file in sorted(p for p in target.parent.rglob("*") if p.is_file()):
-            zf.write(file, file.relative_to(target.parent))
+        for file in sorted(p for p in out.rglob("*") if p.is_file()):
+            zf.write(file, file.relative_to(out))
     return archive.stat().st_size / 1e6, None
 
 
