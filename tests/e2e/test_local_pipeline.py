@@ -224,3 +224,22 @@ def test_overrides_become_ssm_tunables(tmp_path: Path) -> None:
         "model-id": "us.amazon.nova-lite-v1:0",
     }
     assert ssm_tunables(replace(options, pacing_rpm=600))["requests-per-minute"] == "600"
+
+
+def test_saved_log_queries_ask_for_fields_the_functions_really_log(demo: tuple[Path, Run]) -> None:
+    """Given the stack's saved Logs Insights queries, when the real handlers log a run,
+    then every field a query selects appears in the functions' JSON logs (no query reads nothing)."""
+    from infra.constructs import monitoring
+
+    _, run = demo
+    logged: set[str] = set()
+    for line in [*run.log("resize-encode"), *run.log("caption")]:
+        logged.update(line)
+    queries = [value for name, value in vars(monitoring).items() if name.startswith("_LOG_QUERY_")]
+    assert len(queries) >= 2
+    for query in queries:
+        fields_line = next(line for line in query.splitlines() if line.startswith("fields "))
+        fields = [f.strip() for f in fields_line.removeprefix("fields ").split(",")]
+        wanted = {f for f in fields if not f.startswith("@")}
+        assert wanted, query
+        assert wanted <= logged, f"not in the logs: {sorted(wanted - logged)}"
