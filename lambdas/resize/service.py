@@ -25,6 +25,7 @@ from lambdas.shared.records import ImageMessage, error_record, utc_now_iso
 from lambdas.shared.storage import ObjectMissing, PreconditionFailed, Queue, Store
 
 STAGE = "resize"
+SOURCE_MISSING_MESSAGE = "the upload was deleted before it was processed"
 
 
 class Outcome(StrEnum):
@@ -98,6 +99,10 @@ def process_object(
     def done(outcome: Outcome, code: str | None = None, message: str = "") -> Result:
         return Result(ref.key, outcome, code, message, (clock() - started) * 1000)
 
+    def reject(code: ErrorCode, message: str, error_type: str) -> Result:
+        _reject(store, ref, code, message, error_type)
+        return done(Outcome.REJECTED, code.value, message)
+
     if keys.is_folder_marker(ref.key):
         return done(Outcome.IGNORED, message="folder marker")
     try:
@@ -106,28 +111,18 @@ def process_object(
         return done(Outcome.IGNORED, message=str(exc))
 
     # Size first: an empty or oversized upload is rejected without reading it.
-    head = None
     if ref.etag is None or ref.size is None:
         head = store.head(ref.key)
         if head is None:
-            _reject(
-                store,
-                ref,
-                ErrorCode.SOURCE_MISSING,
-                "the upload was deleted before it was processed",
-                "NoSuchKey",
-            )
-            return done(Outcome.REJECTED, ErrorCode.SOURCE_MISSING.value)
+            return reject(ErrorCode.SOURCE_MISSING, SOURCE_MISSING_MESSAGE, "NoSuchKey")
         ref = ObjectRef(ref.bucket, ref.key, ref.etag or head.etag, head.size, ref.event_time)
     size = ref.size or 0
     if size == 0:
-        _reject(store, ref, ErrorCode.EMPTY_FILE, "the upload is empty (0 bytes)", "EmptyFile")
-        return done(Outcome.REJECTED, ErrorCode.EMPTY_FILE.value)
+        return reject(ErrorCode.EMPTY_FILE, "the upload is empty (0 bytes)", "EmptyFile")
     limit = max_source_bytes(spec)
     if size > limit:
         message = f"the upload is {size:,} bytes; this function reads at most {limit:,} bytes"
-        _reject(store, ref, ErrorCode.FILE_TOO_LARGE, message, "FileTooLarge")
-        return done(Outcome.REJECTED, ErrorCode.FILE_TOO_LARGE.value)
+        return reject(ErrorCode.FILE_TOO_LARGE, message, "FileTooLarge")
 
     existing = store.head(encoded_key)
     if existing is not None and existing.metadata.get("source-etag") == ref.etag:
@@ -143,20 +138,12 @@ def process_object(
             Outcome.SUPERSEDED, message="object changed since the event; the newer upload has its own event"
         )
     except ObjectMissing:
-        _reject(
-            store,
-            ref,
-            ErrorCode.SOURCE_MISSING,
-            "the upload was deleted before it was processed",
-            "NoSuchKey",
-        )
-        return done(Outcome.REJECTED, ErrorCode.SOURCE_MISSING.value)
+        return reject(ErrorCode.SOURCE_MISSING, SOURCE_MISSING_MESSAGE, "NoSuchKey")
 
     try:
         encoded = encode(data, spec)
     except Rejection as rejection:
-        _reject(store, ref, rejection.code, rejection.message, rejection.error_type)
-        return done(Outcome.REJECTED, rejection.code.value, rejection.message)
+        return reject(rejection.code, rejection.message, rejection.error_type)
     del data
 
     store.put_bytes(

@@ -226,3 +226,46 @@ def test_given_s3_outage_for_one_record_when_handled_then_others_done_and_event_
         stage["handler"].lambda_handler(event, FakeLambdaContext())
     # the healthy record was fully handled before the event was handed back for a retry
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix="base64_images/")["KeyCount"] == 1
+
+
+def test_given_upload_deleted_before_processing_when_handled_then_source_missing_record(stage):
+    # Given an event for an object that was deleted before the function read it
+    s3 = stage["s3"]
+    s3.put_object(Bucket=BUCKET, Key="images/gone.jpg", Body=_jpeg())
+    event = _event_for(s3, "images/gone.jpg")
+    s3.delete_object(Bucket=BUCKET, Key="images/gone.jpg")
+    # When it is handled
+    result = stage["handler"].lambda_handler(event, FakeLambdaContext())
+    # Then it ends as an error record, not a crash and not silence
+    assert result["outcomes"] == {"rejected": 1}
+    record = json.loads(s3.get_object(Bucket=BUCKET, Key="errors/gone.jpg.json")["Body"].read())
+    assert record["error_code"] == "source_missing"
+    assert record["source"]["key"] == "images/gone.jpg"
+    assert _messages(stage["sqs"], stage["queue_url"]) == []
+
+
+def test_given_upload_over_the_memory_derived_byte_limit_when_handled_then_rejected_unread(
+    stage, monkeypatch
+):
+    from lambdas.shared import settings
+
+    # Given a 128 MB function (about 10 MB readable) and an 11 MB upload
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+    settings.env_settings.cache_clear()
+    s3 = stage["s3"]
+    s3.put_object(Bucket=BUCKET, Key="images/huge.png", Body=b"\0" * (11 * 1024 * 1024))
+    event = _event_for(s3, "images/huge.png")
+
+    from lambdas.shared.storage import S3Store
+
+    def never_read(self, key, if_match=None):
+        raise AssertionError(f"{key} must be rejected from its size, without being read")
+
+    monkeypatch.setattr(S3Store, "get_bytes", never_read)
+    # When it is handled
+    result = stage["handler"].lambda_handler(event, FakeLambdaContext())
+    # Then it is rejected as too large, from the event's size alone
+    assert result["outcomes"] == {"rejected": 1}
+    record = json.loads(s3.get_object(Bucket=BUCKET, Key="errors/huge.png.json")["Body"].read())
+    assert record["error_code"] == "file_too_large"
+    assert "11,534,336 bytes" in record["message"]
