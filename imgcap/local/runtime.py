@@ -49,6 +49,7 @@ from imgcap.local.servers import (
 )
 from imgcap.local.standin import BedrockStandin, StandinConfig
 from imgcap.local.workers import FunctionSpec, InvocationResult, WorkerPool
+from imgcap.ops.status import queue_depth
 from imgcap.report import ReportEntry, write_report
 from lambdas.shared import keys
 from lambdas.shared.observability import ERROR_CODE_DIMENSION, M
@@ -693,18 +694,6 @@ class _Run:
             list(pool.map(one, files))
 
 
-def _queue_depth(sqs: Any, url: str) -> int:
-    attrs = sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=[
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed",
-        ],
-    )["Attributes"]
-    return sum(int(v) for v in attrs.values())
-
-
 def _reset_moto(moto_url: str) -> None:
     """Start from empty backends: moto keeps its state per process, across server instances."""
     import urllib.request
@@ -874,8 +863,8 @@ def _wait_until_final(
             quiet = (
                 pump.in_flight == 0
                 and source.in_flight == 0
-                and _queue_depth(sqs, stack.events_queue_url) == 0
-                and _queue_depth(sqs, stack.queue_url) == 0
+                and queue_depth(sqs, stack.events_queue_url).total == 0
+                and queue_depth(sqs, stack.queue_url).total == 0
             )
             if quiet or now - all_final_at >= options.settle_s:
                 run.progress.show(_progress_line(run, ledger, len(files), states), force=True)

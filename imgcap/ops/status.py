@@ -48,6 +48,10 @@ class QueueDepth:
     in_flight: int
     delayed: int = 0
 
+    @property
+    def total(self) -> int:
+        return self.visible + self.in_flight + self.delayed
+
 
 @dataclass(frozen=True, slots=True)
 class RecentError:

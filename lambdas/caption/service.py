@@ -48,11 +48,17 @@ from lambdas.shared.errors import ErrorCode, Rejection
 from lambdas.shared.observability import logger
 from lambdas.shared.records import ImageMessage, InvalidMessage, error_record, utc_now_iso
 from lambdas.shared.settings import CaptionSettings
-from lambdas.shared.storage import ObjectMissing, PreconditionFailed, Queue, Store
+from lambdas.shared.storage import (
+    SOURCE_ETAG_META,
+    STAGE_META,
+    ObjectMissing,
+    PreconditionFailed,
+    Queue,
+    Store,
+    put_error_record,
+)
 
 STAGE = "caption"
-SOURCE_ETAG_META = "source-etag"
-STAGE_META = "stage"
 # Kept free at the end of an invocation for the caption write, the claim release and the response.
 SAFETY_MARGIN_S = 5.0
 
@@ -454,11 +460,7 @@ class Batch:
             source_key=source_key,
             source_etag=source_etag,
         )
-        self._w.store.put_json(
-            keys.error_key(source_key),
-            record,
-            metadata={SOURCE_ETAG_META: source_etag or "", STAGE_META: STAGE},
-        )
+        put_error_record(self._w.store, record)
 
     @staticmethod
     def _done(message: ImageMessage, outcome: Outcome, detail: str, **fields: Any) -> Result:

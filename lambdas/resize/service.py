@@ -22,7 +22,14 @@ from lambdas.shared import keys
 from lambdas.shared.config import ImageSpec
 from lambdas.shared.errors import ErrorCode, Rejection
 from lambdas.shared.records import ImageMessage, error_record, utc_now_iso
-from lambdas.shared.storage import ObjectMissing, PreconditionFailed, Queue, Store
+from lambdas.shared.storage import (
+    SOURCE_ETAG_META,
+    ObjectMissing,
+    PreconditionFailed,
+    Queue,
+    Store,
+    put_error_record,
+)
 
 STAGE = "resize"
 SOURCE_MISSING_MESSAGE = "the upload was deleted before it was processed"
@@ -81,7 +88,7 @@ def _reject(store: Store, ref: ObjectRef, code: ErrorCode, message: str, error_t
         source_key=ref.key,
         source_etag=ref.etag,
     )
-    store.put_json(keys.error_key(ref.key), record, metadata={"source-etag": ref.etag or ""})
+    put_error_record(store, record)
 
 
 def process_object(
@@ -125,7 +132,7 @@ def process_object(
         return reject(ErrorCode.FILE_TOO_LARGE, message, "FileTooLarge")
 
     existing = store.head(encoded_key)
-    if existing is not None and existing.metadata.get("source-etag") == ref.etag:
+    if existing is not None and existing.metadata.get(SOURCE_ETAG_META) == ref.etag:
         width = int(existing.metadata.get("source-width", "0") or 0)
         height = int(existing.metadata.get("source-height", "0") or 0)
         _send(queue, ref, encoded_key, width, height)
@@ -151,7 +158,7 @@ def process_object(
         encoded.b64,
         "text/plain",
         metadata={
-            "source-etag": info.etag,
+            SOURCE_ETAG_META: info.etag,
             "source-format": encoded.source_format,
             "source-width": str(encoded.source_width),
             "source-height": str(encoded.source_height),

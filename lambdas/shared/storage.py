@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
+
+from lambdas.shared import keys
+
+# Object metadata the stages write and read back (S3 user metadata: x-amz-meta-<name>).
+SOURCE_ETAG_META = "source-etag"
+STAGE_META = "stage"
 
 
 class ObjectMissing(Exception):
@@ -166,6 +173,20 @@ class S3Store:
 
     def delete(self, key: str) -> None:
         self._s3.delete_object(Bucket=self.bucket, Key=key)
+
+
+def put_error_record(store: Store, record: Mapping[str, Any]) -> None:
+    """Store an ``errors/`` record (``records.error_record``) under the key derived from its source.
+
+    Tagged with the source ETag and the stage in metadata, so a HEAD tells which upload and which
+    stage it belongs to without reading it.
+    """
+    source = record["source"]
+    store.put_json(
+        keys.error_key(source["key"]),
+        record,
+        metadata={SOURCE_ETAG_META: source["etag"] or "", STAGE_META: record["stage"]},
+    )
 
 
 class Queue(Protocol):

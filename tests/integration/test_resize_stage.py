@@ -141,6 +141,9 @@ def test_given_one_bad_record_when_handled_then_error_record_and_others_succeed(
     assert notes["retryable"] is False
     assert notes["source"]["key"] == "images/notes.jpg"
     assert notes["message"]
+    meta = s3.head_object(Bucket=BUCKET, Key="errors/notes.jpg.json")["Metadata"]
+    etag = s3.head_object(Bucket=BUCKET, Key="images/notes.jpg")["ETag"].strip('"')
+    assert meta == {"source-etag": etag, "stage": "resize"}
     empty = json.loads(s3.get_object(Bucket=BUCKET, Key="errors/empty.png.json")["Body"].read())
     assert empty["error_code"] == "empty_file"
 
