@@ -11,6 +11,12 @@ Everything the handler prints (Powertools writes JSON logs and EMF metric blobs 
 captured line by line and sent to the parent as it is written. The parent enforces the function
 timeout: an invocation that runs past it is killed with its process, and the environment is
 replaced on the next invocation, as Lambda does. Each result carries the worker's peak RSS.
+
+Threads: one thread at a time runs ``invoke`` on an environment (the pool hands each environment
+to one caller), but ``kill`` may come from any thread at any moment (the pool's ``close`` while
+pollers are still waiting on answers). The pipe is only ever closed by the thread that uses it, or
+when nobody does: ``kill`` on an environment that another thread is invoking kills the process
+only, and that thread, woken by the end of the pipe, closes it on its way out.
 """
 
 from __future__ import annotations
@@ -33,7 +39,11 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 INIT_TIMEOUT_S = 60.0  # spawn + imports on a busy 2-core machine; Lambda's own init limit is 10 s
-KILL_GRACE_S = 0.25  # the parent waits this much past the timeout before it kills the worker
+# The parent waits this much past the function timeout before it kills the worker: the worker's
+# own deadline starts when it receives the event, and on a busy machine the answer of a handler
+# that stops just in time (``get_remaining_time_in_millis``) can take a while to arrive.
+KILL_GRACE_S = 1.0
+REAP_TIMEOUT_S = 10.0  # how long ``kill`` waits for a SIGKILLed worker to be reaped
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +258,11 @@ def execution_environment_main(
 
 
 class ExecutionEnvironment:
-    """The parent's handle on one worker process."""
+    """The parent's handle on one worker process.
+
+    ``invoke`` runs in one thread at a time; ``kill``, ``request_stop`` and ``stop`` are safe from
+    any thread, at any moment, any number of times.
+    """
 
     def __init__(self, spec: FunctionSpec, ctx: Any) -> None:
         self.spec = spec
@@ -272,12 +286,27 @@ class ExecutionEnvironment:
         self._init_error: tuple[str, str] | None = None
         self._pending_lines: list[str] = []
         self.invocations = 0
+        # Who may touch the pipe. ``_state`` guards the fields below it.
+        self._state = threading.Lock()
+        self._invoker: int | None = None  # the thread inside invoke(), if any
+        self._retired = False  # kill() was called: no invocation starts any more
+        self._stop_after = False  # request_stop() while busy: the invoking thread sends it
+        self._closed = False  # the pipe is closed and the process killed: nothing left to do
 
     @property
     def pid(self) -> int:
         return int(self.process.pid or 0)
 
+    @property
+    def closed(self) -> bool:
+        """True once the pipe is closed and the process is gone (``kill`` has finished)."""
+        with self._state:
+            return self._closed
+
     def alive(self) -> bool:
+        with self._state:
+            if self._retired:
+                return False
         return bool(self.process.is_alive())
 
     def _await_ready(self) -> None:
@@ -295,15 +324,42 @@ class ExecutionEnvironment:
 
     def invoke(self, event: Any, timeout_s: float | None = None) -> InvocationResult:
         """Run one invocation; on timeout or crash the process is killed (check ``alive()``)."""
-        timeout_s = self.spec.timeout_s if timeout_s is None else timeout_s
-        request_id = str(uuid.uuid4())
-        started_at = time.time()
-        base: dict[str, Any] = {
+        me = threading.get_ident()
+        with self._state:
+            if self._invoker is not None:
+                raise RuntimeError(f"{self.spec.name}: the execution environment is already invoking")
+            retired = self._retired
+            if not retired:
+                self._invoker = me
+        if retired:
+            return InvocationResult(
+                ok=False,
+                error_type="Runtime.ExitError",
+                error_message="the execution environment was shut down",
+                **self._base(),
+            )
+        try:
+            return self._invoke(event, self.spec.timeout_s if timeout_s is None else timeout_s)
+        finally:
+            with self._state:
+                self._invoker = None
+                retired, stop_after = self._retired, self._stop_after
+            if retired:
+                self.kill()  # killed from another thread meanwhile: the pipe is ours to close
+            elif stop_after:
+                self.request_stop()
+
+    def _base(self) -> dict[str, Any]:
+        return {
             "function": self.spec.name,
-            "request_id": request_id,
+            "request_id": str(uuid.uuid4()),
             "worker_pid": self.pid,
-            "started_at": started_at,
+            "started_at": time.time(),
         }
+
+    def _invoke(self, event: Any, timeout_s: float) -> InvocationResult:
+        base = self._base()
+        request_id = base["request_id"]
         cold = self.invocations == 0
         try:
             self._await_ready()
@@ -339,6 +395,7 @@ class ExecutionEnvironment:
                     **base,
                 )
             if message is None:
+                duration_ms = (time.monotonic() - t0) * 1000
                 self.kill()
                 text = f"Task timed out after {timeout_s:.2f} seconds"
                 lines.append(text)
@@ -347,7 +404,7 @@ class ExecutionEnvironment:
                     error_type="Sandbox.Timedout",
                     error_message=text,
                     timed_out=True,
-                    duration_ms=(time.monotonic() - t0) * 1000,
+                    duration_ms=duration_ms,
                     log_lines=tuple(lines),
                     cold_start=cold,
                     init_ms=self.init_ms if cold else None,
@@ -370,11 +427,21 @@ class ExecutionEnvironment:
                 **base,
             )
 
+    def _busy_elsewhere(self) -> bool:
+        """Another thread is inside invoke() (call with ``_state`` held)."""
+        return self._invoker is not None and self._invoker != threading.get_ident()
+
     def request_stop(self) -> None:
         """Ask the worker to exit after its current invocation (returns at once)."""
-        if self.alive():
-            with suppress(BrokenPipeError, OSError):
-                self._conn.send(("stop",))
+        with self._state:
+            if self._closed or self._retired:
+                return
+            if self._busy_elsewhere():
+                self._stop_after = True  # the invoking thread sends it when the answer is in
+                return
+            if self.process.is_alive():
+                with suppress(BrokenPipeError, OSError):
+                    self._conn.send(("stop",))
 
     def stop(self) -> None:
         self.request_stop()
@@ -382,10 +449,24 @@ class ExecutionEnvironment:
         self.kill()
 
     def kill(self) -> None:
-        if self.process.is_alive():
-            self.process.kill()
-        self.process.join(timeout=5)
-        self._conn.close()
+        """Stop the worker for good: kill the process, close the pipe. Idempotent, any thread.
+
+        If another thread is inside ``invoke`` (polling the pipe), only the process is killed:
+        closing the pipe under that thread would race with its own close (``EBADF``), or worse,
+        let the descriptor number be reused while it is still being polled. That thread sees the
+        end of the pipe at once and closes it on its way out of ``invoke``.
+        """
+        with self._state:
+            if self._closed:
+                return
+            self._retired = True
+            if self.process.is_alive():
+                self.process.kill()
+            if self._busy_elsewhere():
+                return
+            self._closed = True
+            self.process.join(timeout=REAP_TIMEOUT_S)
+            self._conn.close()
 
 
 @dataclass
@@ -431,10 +512,17 @@ class WorkerPool:
             self._slots.put(self._spawn() if prewarm else None)
 
     def _spawn(self) -> ExecutionEnvironment:
+        if self._closed:
+            raise RuntimeError(f"{self.spec.name}: the worker pool is closed")
         env = ExecutionEnvironment(self.spec, self._ctx)
         with self._lock:
-            self._all.add(env)
-            self.stats.environments_started += 1
+            closed = self._closed
+            if not closed:
+                self._all.add(env)
+                self.stats.environments_started += 1
+        if closed:  # close() ran while this one was starting: it must not outlive the pool
+            env.kill()
+            raise RuntimeError(f"{self.spec.name}: the worker pool is closed")
         return env
 
     def invoke(self, event: Any) -> InvocationResult:
@@ -447,6 +535,7 @@ class WorkerPool:
                     with self._lock:
                         self._all.discard(env)
                         self.stats.environments_replaced += 1
+                    env.kill()  # it died on its own: reap it and close its pipe
                 env = self._spawn()
             result = env.invoke(event)
             with self._lock:
@@ -462,10 +551,16 @@ class WorkerPool:
             self._slots.put(env)
 
     def close(self) -> None:
-        self._closed = True
+        """Discard every environment, from any thread, while invocations may still be running.
+
+        Like Lambda, environments are simply frozen and discarded: everything an invocation
+        printed has already been collected, so there is nothing to flush. An idle environment is
+        killed and its pipe closed here; one that a poller thread is invoking right now only has
+        its process killed (``ExecutionEnvironment.kill``): that thread gets a
+        ``Runtime.ExitError`` result at once and closes the pipe itself.
+        """
         with self._lock:
+            self._closed = True
             envs = list(self._all)
-        # Like Lambda, environments are simply frozen and discarded: everything an invocation
-        # printed has already been collected, so there is nothing to flush.
         for env in envs:
             env.kill()
