@@ -241,7 +241,8 @@ def test_given_duplicate_deliveries_when_polled_then_each_body_arrives_twice(sqs
 # --- S3 events -> resize (async invoke) -------------------------------------------------------
 
 
-def _wait_for(predicate: Any, timeout_s: float = 10.0) -> None:
+def _wait_for(predicate: Any, timeout_s: float = 120.0) -> None:
+    """Poll for an outcome; the bound is generous (a busy 2-core machine), never a timing claim."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "condition not reached in time"
@@ -338,7 +339,11 @@ def failing_handler(event: dict[str, Any], context: Any) -> None:
     raise ValueError(f"bad event {event['n']}")
 
 
-def _spec(handler: str, timeout_s: float = 5.0) -> FunctionSpec:
+# Function timeout of the worker tests: generous, so that only the test about the timeout meets it.
+WORKER_TIMEOUT_S = 120.0
+
+
+def _spec(handler: str, timeout_s: float = WORKER_TIMEOUT_S) -> FunctionSpec:
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME") or k.startswith("PYTHON")}
     env["BUCKET_NAME"] = "worker-test-bucket"
     return FunctionSpec(
@@ -350,7 +355,7 @@ def _spec(handler: str, timeout_s: float = 5.0) -> FunctionSpec:
 def pool_factory() -> Iterator[Any]:
     pools: list[WorkerPool] = []
 
-    def make(handler: str, timeout_s: float = 5.0) -> WorkerPool:
+    def make(handler: str, timeout_s: float = WORKER_TIMEOUT_S) -> WorkerPool:
         pool = WorkerPool(_spec(handler, timeout_s), size=1)
         pools.append(pool)
         return pool
@@ -377,7 +382,7 @@ def test_given_a_worker_when_invoked_then_context_environment_and_output_are_lam
     assert body["memory"] == 256
     assert body["arn"] == "arn:aws:lambda:us-east-1:123456789012:function:worker-test"
     assert body["request_id"] == first.request_id
-    assert 0 < body["remaining_ms"] <= 5000
+    assert 0 < body["remaining_ms"] <= WORKER_TIMEOUT_S * 1000
     assert body["bucket"] == "worker-test-bucket"
     assert body["pid"] != os.getpid()
     assert body["pid"] == second.response["pid"]
@@ -393,13 +398,15 @@ def test_given_a_handler_that_overruns_the_timeout_when_invoked_then_it_is_kille
 ) -> None:
     pool = pool_factory("sleepy_handler", timeout_s=1.0)
 
-    overrun = pool.invoke({"sleep_s": 30})
+    overrun = pool.invoke({"sleep_s": 600})
     after = pool.invoke({"sleep_s": 0})
 
     assert overrun.timed_out
     assert not overrun.ok
     assert overrun.error_type == "Sandbox.Timedout"
-    assert 1000 <= overrun.duration_ms < 5000
+    # killed at the timeout, not when the handler would have finished (the bound only says "not
+    # 600 s": a busy machine may be slow to notice the deadline)
+    assert 1000 <= overrun.duration_ms < 120_000
     assert after.ok
     assert after.cold_start
     assert after.response["pid"] != overrun.worker_pid

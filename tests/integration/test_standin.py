@@ -48,12 +48,20 @@ def _pillarboxed() -> bytes:
     return _png(image)
 
 
+# The client's timeouts leave a busy 2-core machine plenty of room: a call the stand-in answers
+# must never time out on the client. Only the timeout-fault test lowers the read timeout, and the
+# stand-in then holds the request far longer than that (until teardown releases it).
+CLIENT_TIMEOUT_S = 60
+TIMEOUT_FAULT_READ_TIMEOUT_S = 2
+TIMEOUT_FAULT_HOLD_S = 600.0
+
+
 @pytest.fixture
 def serve() -> Iterator[Any]:
     """Start a stand-in with a given config; every one started is stopped at teardown."""
     started: list[Any] = []
 
-    def start(**config: Any) -> tuple[BedrockStandin, Any]:
+    def start(read_timeout: float = CLIENT_TIMEOUT_S, **config: Any) -> tuple[BedrockStandin, Any]:
         config.setdefault("latency_s", (0.0, 0.0))
         standin = BedrockStandin(StandinConfig(**config))
         context = standin.serve()
@@ -66,7 +74,9 @@ def serve() -> Iterator[Any]:
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
             config=Config(
-                retries={"total_max_attempts": 1, "mode": "standard"}, read_timeout=1, connect_timeout=2
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                read_timeout=read_timeout,
+                connect_timeout=CLIENT_TIMEOUT_S,
             ),
         )
         return standin, client
@@ -182,7 +192,12 @@ def test_given_scripted_faults_when_called_then_each_error_arrives_with_its_code
 
 
 def test_given_a_timeout_fault_when_the_client_reads_then_botocore_times_out(serve: Any) -> None:
-    standin, client = serve(rpm=None, faults=parse_faults("timeout*1"), timeout_hold_s=2.0)
+    standin, client = serve(
+        read_timeout=TIMEOUT_FAULT_READ_TIMEOUT_S,
+        rpm=None,
+        faults=parse_faults("timeout*1"),
+        timeout_hold_s=TIMEOUT_FAULT_HOLD_S,  # never answers: stopping the stand-in releases it
+    )
 
     with pytest.raises(ReadTimeoutError):
         _converse(client, _pillarboxed())
