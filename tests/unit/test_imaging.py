@@ -1,5 +1,5 @@
-"""Unit tests of the pure image domain (lambdas/resize/imaging.py): geometry, orientation, modes,
-hardening against hostile headers. No sockets, no files: every input is built in memory."""
+"""Unit tests of the pure image domain (package lambdas/resize/imaging): geometry, orientation,
+modes, hardening against hostile headers. No sockets, no files: every input is built in memory."""
 
 from __future__ import annotations
 

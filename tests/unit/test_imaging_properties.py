@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from lambdas.resize.imaging import _encode_png, plan, resize_and_encode
+from lambdas.resize.imaging import encode_png, plan, resize_and_encode
 from lambdas.shared.config import ImageSpec, ResizePolicy
 from lambdas.shared.errors import Rejection
 from tests.corpus import _exif
@@ -107,7 +107,7 @@ def test_given_any_rgb_or_rgba_image_when_png_encoded_then_it_decodes_to_the_sam
     raw = data.draw(st.binary(min_size=size[0] * size[1] * len(mode), max_size=size[0] * size[1] * len(mode)))
     im = Image.frombytes(mode, size, raw)
     # When
-    png = _encode_png(im)
+    png = encode_png(im)
     # Then
     back = Image.open(io.BytesIO(png))
     assert (back.format, back.mode, back.size) == ("PNG", mode, size)
