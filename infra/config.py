@@ -16,6 +16,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+# The one validation of the output size, shared with the functions (standard library only).
+from lambdas.shared.config import ConfigError, parse_target_size
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_PACKAGE_DIR = PROJECT_ROOT / "lambdas"
 LAYER_REQUIREMENTS = PROJECT_ROOT / "requirements-layer.txt"
@@ -96,8 +99,12 @@ INFERENCE_PROFILE_REGIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 NOVA_PRO_INPUT_PRICE_PER_1K = 0.0008
 NOVA_PRO_OUTPUT_PRICE_PER_1K = 0.0032
 
+# Same values as the caption function's (lambdas/caption/service.py, lambdas/shared/aws.py).
+CAPTION_SAFETY_MARGIN_S = 5
+BEDROCK_CONNECT_TIMEOUT_S = 5
+CLAIM_LEASE_MARGIN_S = 60
+
 _STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,99}$")
-_TARGET_SIZE_RE = re.compile(r"^\d{2,4}x\d{2,4}$")
 _MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{2,200}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -114,7 +121,9 @@ class CaptionKnobs:
     throttle_backoff_base_s: int = 10
     throttle_backoff_max_s: int = 300
     model_error_max_attempts: int = 3
-    bedrock_read_timeout_s: int = 60
+    # Worst case of one call: attempts x (connect 5 s + read timeout) = 2 x 55 = 110 s, inside the
+    # 120 s function timeout with its 5 s margin; the function also cuts each call to its time left.
+    bedrock_read_timeout_s: int = 50
     bedrock_max_attempts: int = 2
     claim_lease_s: int = 900
 
@@ -129,6 +138,7 @@ class StackConfig:
     )
     destroy_on_removal: bool = False
     max_concurrency: int = 10
+    resize_reserved_concurrency: int = 20
     resize_memory_mb: int = 1769  # sized for a 24-megapixel upload; the image engineer measures it
     resize_timeout_s: int = 120
     caption_memory_mb: int = 512
@@ -180,6 +190,7 @@ class StackConfig:
             tunables=MappingProxyType(tunables),
             destroy_on_removal=ctx.flag("destroyOnRemoval", default=False),
             max_concurrency=ctx.integer("maxConcurrency", 10, lo=2, hi=1000),
+            resize_reserved_concurrency=ctx.integer("resizeReservedConcurrency", 20, lo=1, hi=1000),
             resize_memory_mb=ctx.integer("resizeMemoryMb", 1769, lo=512, hi=10240),
             log_level=ctx.text("logLevel", "INFO").upper(),
             alarm_email=ctx.optional_text("alarmEmail"),
@@ -204,8 +215,18 @@ class StackConfig:
             raise ConfigurationError(f"context logLevel must be one of {', '.join(_LOG_LEVELS)}")
         if self.alarm_email is not None and not _EMAIL_RE.match(self.alarm_email):
             raise ConfigurationError(f"context alarmEmail is not an e-mail address: {self.alarm_email!r}")
-        if self.caption.claim_lease_s <= self.caption_timeout_s:
-            raise ConfigurationError("the claim lease must outlast the caption function timeout")
+        if self.caption.claim_lease_s < self.caption_timeout_s + CLAIM_LEASE_MARGIN_S:
+            raise ConfigurationError(
+                f"the claim lease must outlast the caption function timeout by {CLAIM_LEASE_MARGIN_S} s"
+            )
+        knobs = self.caption
+        worst_call_s = knobs.bedrock_max_attempts * (knobs.bedrock_read_timeout_s + BEDROCK_CONNECT_TIMEOUT_S)
+        if worst_call_s + CAPTION_SAFETY_MARGIN_S > self.caption_timeout_s:
+            raise ConfigurationError(
+                f"Bedrock attempts x (read + connect timeout) = {worst_call_s} s plus the "
+                f"{CAPTION_SAFETY_MARGIN_S} s margin must fit in the caption timeout "
+                f"({self.caption_timeout_s} s)"
+            )
         if self.queue_visibility_timeout_s < 6 * self.caption_timeout_s:
             raise ConfigurationError("queue visibility timeout must be at least 6x the caption timeout")
         if self.dlq_retention_days <= self.queue_retention_days:
@@ -279,10 +300,10 @@ def _validate_tunables(tunables: Mapping[str, str]) -> None:
             raise ConfigurationError(f"context {key} must be {kind}, got {raw!r}") from exc
         if not math.isfinite(value) or not lo <= value <= hi:
             raise ConfigurationError(f"context {key} must be between {lo} and {hi}, got {raw!r}")
-    if not _TARGET_SIZE_RE.match(tunables["target-size"]):
-        raise ConfigurationError(
-            f"context targetSize must look like 1280x720, got {tunables['target-size']!r}"
-        )
+    try:
+        parse_target_size(tunables["target-size"], "context targetSize")
+    except ConfigError as exc:
+        raise ConfigurationError(str(exc)) from exc
     if tunables["resize-policy"] not in RESIZE_POLICIES:
         raise ConfigurationError(f"context resizePolicy must be one of {', '.join(RESIZE_POLICIES)}")
     if not _MODEL_ID_RE.match(tunables["model-id"]) or "*" in tunables["model-id"]:

@@ -23,6 +23,7 @@ from infra.config import (
     CLAIMS_PREFIX,
     ENCODED_PREFIX,
     ERRORS_PREFIX,
+    IMAGES_PREFIX,
     StackConfig,
     bedrock_invoke_resources,
 )
@@ -73,12 +74,12 @@ class CaptionStage(Construct):
         self.function = pipeline_function.function
         self.log_group = pipeline_function.log_group
         role = pipeline_function.role
-        # Reads the encoded image; HEADs an existing caption or final error record (dedupe); writes
-        # the caption or an error record; takes, reads and releases the claim that makes the paid
-        # model call happen once.
+        # Reads the encoded image; HEADs the upload (is this version still current?) and an existing
+        # caption or final error record (dedupe); writes the caption or an error record; takes,
+        # reads and releases the claim that makes the paid model call happen once.
         storage.grant_objects(
             role,
-            read=[ENCODED_PREFIX, CAPTIONS_PREFIX, ERRORS_PREFIX, CLAIMS_PREFIX],
+            read=[IMAGES_PREFIX, ENCODED_PREFIX, CAPTIONS_PREFIX, ERRORS_PREFIX, CLAIMS_PREFIX],
             write=[CAPTIONS_PREFIX, ERRORS_PREFIX, CLAIMS_PREFIX],
             delete=[CLAIMS_PREFIX],
         )

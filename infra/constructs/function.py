@@ -73,6 +73,7 @@ class PipelineFunction(Construct):
         async_retry_attempts: int | None = None,
         async_max_event_age: Duration | None = None,
         async_on_failure: lambda_.IDestination | None = None,
+        reserved_concurrency: int | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.log_group = logs.LogGroup(
@@ -113,6 +114,7 @@ class PipelineFunction(Construct):
             retry_attempts=async_retry_attempts,
             max_event_age=async_max_event_age,
             on_failure=async_on_failure,
+            reserved_concurrent_executions=reserved_concurrency,
         )
         ignore_redundant_depends_on(self.function)
         acknowledge(

@@ -287,6 +287,25 @@ class Monitoring(Construct):
                 )
             },
         )
+        configuration_errors = CustomMetricWithAlarm(
+            metric=self._metric("ModelConfigurationErrors", CAPTION_SERVICE),
+            alarm_friendly_name="ModelConfigurationErrors",
+            add_alarm={
+                "Any": CustomThreshold(
+                    threshold=1,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                    evaluation_periods=1,
+                    datapoints_to_alarm=1,
+                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING,
+                    alarm_description_override=(
+                        "Bedrock refused caption calls for a reason of configuration (access denied, "
+                        "model not found or not enabled, a parameter the model refuses). The images "
+                        "wait in the queue (then the DLQ); fix model access or the SSM model-id and "
+                        "run `imgcap redrive`. `imgcap status` names the error."
+                    ),
+                )
+            },
+        )
         facade.monitor_custom(
             alarm_friendly_name="Pipeline",
             human_readable_name="Pipeline (custom metrics, per 5 minutes)",
@@ -306,6 +325,7 @@ class Monitoring(Construct):
                     title="Model throttles and retries",
                     metrics=[
                         throttles,
+                        configuration_errors,
                         self._metric("ModelTransientErrors", CAPTION_SERVICE),
                         self._metric("MessagesDeferred", CAPTION_SERVICE),
                         self._metric("ModelCalls", CAPTION_SERVICE),
@@ -319,6 +339,10 @@ class Monitoring(Construct):
                     ],
                 ),
                 CustomMetricGroup(title="Tokens", metrics=[input_tokens, output_tokens]),
+                CustomMetricGroup(
+                    title="Truncated captions (stopReason max_tokens)",
+                    metrics=[self._metric("CaptionsTruncated", CAPTION_SERVICE)],
+                ),
                 CustomMetricGroup(title="Estimated cost per hour (USD)", metrics=[cost_per_hour]),
                 CustomMetricGroup(
                     title="Upload to caption (s)",
@@ -332,7 +356,8 @@ class Monitoring(Construct):
                     metrics=[
                         self._metric("ResizeDuplicatesSkipped", RESIZE_SERVICE),
                         self._metric("DuplicatesAvoided", CAPTION_SERVICE),
-                        self._metric("SupersededSkipped", RESIZE_SERVICE),
+                        self._metric("SupersededSkipped", RESIZE_SERVICE, label="Superseded (resize)"),
+                        self._metric("SupersededSkipped", CAPTION_SERVICE, label="Superseded (caption)"),
                         self._metric("FolderMarkersIgnored", RESIZE_SERVICE),
                     ],
                 ),

@@ -4,6 +4,11 @@ The notification is filtered to the ``images/`` prefix, so the stage's own outpu
 ``base64_images/``, ``captions/``, ``errors/``, ``claims/``) can never trigger it. S3 invokes the
 function asynchronously: Lambda retries a failed event twice, keeps it up to 6 hours, and then
 hands it to an encrypted "resize failures" queue (kept 14 days) instead of dropping it.
+
+A burst of uploads cannot take the account's Lambda concurrency: the function has a reserved
+concurrency (``-c resizeReservedConcurrency``, default 20). Events beyond it are throttled, and
+Lambda keeps throttled asynchronous events in its own queue and retries them for up to the
+maximum event age (6 hours) before the failure queue; throttles do not use up the 2 retries.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ class ResizeStage(Construct):
             async_retry_attempts=config.resize_retry_attempts,
             async_max_event_age=Duration.hours(config.resize_max_event_age_hours),
             async_on_failure=destinations.SqsDestination(self.failure_queue),
+            reserved_concurrency=config.resize_reserved_concurrency,
         )
         self.function = pipeline_function.function
         self.log_group = pipeline_function.log_group

@@ -9,6 +9,7 @@ credentials) propagates unchanged.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from botocore.exceptions import (
@@ -19,24 +20,57 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from lambdas.caption.model import ModelCallError
+from lambdas.caption.model import CallBudgetTooSmall, ModelCallError
 from lambdas.shared import aws
 from lambdas.shared.observability import tracer
 
 _NETWORK_ERRORS = (ReadTimeoutError, ConnectTimeoutError, EndpointConnectionError, ConnectionClosedError)
 
 
+# Read timeouts come in steps, so an execution environment keeps a handful of clients at most.
+READ_TIMEOUT_STEP_S = 5.0
+MIN_READ_TIMEOUT_S = 5.0
+
+
+def bedrock_client(max_attempts: int, read_timeout_s: float) -> Any:
+    """The ``bedrock-runtime`` client for these limits (cached per arguments by ``aws.client``)."""
+    return aws.client("bedrock-runtime", max_attempts=max_attempts, read_timeout=read_timeout_s)
+
+
+def call_limits(budget_s: float, read_timeout_s: float, max_attempts: int) -> tuple[int, float] | None:
+    """(attempts, read timeout) whose worst case, attempts x (connect + read), fits in ``budget_s``.
+
+    Fewer attempts before a shorter read timeout: a second attempt is worth less than a first one
+    that may take as long as the model needs. None when not even one attempt of the minimum fits.
+    """
+    for attempts in range(max(max_attempts, 1), 0, -1):
+        per_attempt = budget_s / attempts - aws.CONNECT_TIMEOUT_S
+        read = min(read_timeout_s, math.floor(per_attempt / READ_TIMEOUT_STEP_S) * READ_TIMEOUT_STEP_S)
+        if read >= MIN_READ_TIMEOUT_S:
+            return attempts, read
+    return None
+
+
 class BedrockConverse:
-    """Callable model caller: ``request`` (``model.converse_request``) -> Converse response."""
+    """Callable model caller: (``model.converse_request``, time budget) -> Converse response.
 
-    def __init__(self, client: Any) -> None:
-        self.client = client
+    No call outlives its invocation: the SDK's attempts and read timeout are cut to the budget the
+    use case passes (the invocation's time left minus its safety margin).
+    """
 
-    def __call__(self, request: dict[str, Any]) -> dict[str, Any]:
+    def __init__(self, read_timeout_s: float, max_attempts: int) -> None:
+        self.read_timeout_s = read_timeout_s
+        self.max_attempts = max_attempts
+
+    def __call__(self, request: dict[str, Any], budget_s: float) -> dict[str, Any]:
+        limits = call_limits(budget_s, self.read_timeout_s, self.max_attempts)
+        if limits is None:
+            raise CallBudgetTooSmall(f"a {budget_s:.1f} s budget cannot hold one model call")
+        client = bedrock_client(*limits)
         with tracer.provider.in_subsegment("## bedrock.converse") as subsegment:
             subsegment.put_annotation("model_id", str(request.get("modelId", ""))[:250])
             try:
-                response: dict[str, Any] = self.client.converse(**request)
+                response: dict[str, Any] = client.converse(**request)
             except ClientError as exc:
                 error = exc.response.get("Error", {})
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -51,7 +85,4 @@ class BedrockConverse:
 
 
 def converse_caller(read_timeout_s: float, max_attempts: int) -> BedrockConverse:
-    """The caller for this execution environment (the boto3 client is cached per arguments)."""
-    return BedrockConverse(
-        aws.client("bedrock-runtime", max_attempts=max_attempts, read_timeout=read_timeout_s)
-    )
+    return BedrockConverse(read_timeout_s, max_attempts)

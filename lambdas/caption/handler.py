@@ -118,12 +118,16 @@ def _record_call_metrics(result: Result) -> None:
         count(M.MODEL_THROTTLES)
     elif result.retry is RetryKind.TRANSIENT:
         count(M.MODEL_TRANSIENT_ERRORS)
+    elif result.retry is RetryKind.CONFIGURATION:
+        count(M.MODEL_CONFIGURATION_ERRORS)
 
 
 def _record_metrics(result: Result) -> None:
     _record_call_metrics(result)
     if result.outcome is Outcome.CAPTIONED:
         count(M.CAPTIONS_WRITTEN)
+        if result.truncated:
+            count(M.CAPTIONS_TRUNCATED)
         if result.age_s is not None:
             count(M.END_TO_END_AGE, result.age_s, unit=MetricUnit.Seconds)
     elif result.outcome is Outcome.DUPLICATE:
@@ -147,6 +151,8 @@ def _log(result: Result, delivery: Delivery) -> None:
         "visibility_s": result.visibility_s,
         "latency_ms": None if result.latency_ms is None else round(result.latency_ms, 1),
         "pacing_wait_ms": None if result.pacing_wait_ms is None else round(result.pacing_wait_ms, 1),
+        "retry": None if result.retry is None else result.retry.value,
+        "truncated": result.truncated,
         "detail": result.detail,
     }
     if result.outcome is Outcome.UNATTRIBUTABLE:

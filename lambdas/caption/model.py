@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 IMAGE_INPUT_TOKENS_ESTIMATE = 1_700
 CHARS_PER_TOKEN_ESTIMATE = 3
 
+# The answer hit maxTokens: stored, but marked ``truncated`` (README "Truncated captions").
+TRUNCATED_STOP_REASON = "max_tokens"
 # Stop reasons that mean the model (or a guardrail) refused: a permanent rejection.
 REFUSAL_STOP_REASONS = frozenset({"content_filtered", "guardrail_intervened"})
 
@@ -113,6 +116,11 @@ class ModelAnswer:
     total_tokens: int
     service_latency_ms: int | None  # Bedrock's own measure (``metrics.latencyMs``), if present
 
+    @property
+    def truncated(self) -> bool:
+        """The model stopped at ``maxTokens``: the caption ends mid-thought."""
+        return self.stop_reason == TRUNCATED_STOP_REASON
+
 
 def usage_of(response: Mapping[str, Any]) -> tuple[int, int, int]:
     """(input, output, total) tokens of a Converse response; zeros when absent."""
@@ -179,9 +187,14 @@ class ModelCallError(Exception):
         self.http_status = http_status
 
 
+class CallBudgetTooSmall(Exception):
+    """The time left cannot hold one bounded model call: nothing was sent, nothing was paid."""
+
+
 class RetryKind(StrEnum):
     THROTTLED = "throttled"  # over the quota: back off harder
     TRANSIENT = "transient"  # the service or the network had a bad moment
+    CONFIGURATION = "configuration"  # access, model id, a parameter the model refuses: an operator fixes it
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,9 +224,28 @@ TRANSIENT_CODES = frozenset(
         "ConnectionClosedError",
     }
 )
-REJECTED_CODES = frozenset({"ValidationException"})
-ACCESS_CODES = frozenset({"AccessDeniedException", "ResourceNotFoundException"})
+VALIDATION_CODE = "ValidationException"
+# About the stack or the account, never about one image: retried (backed off, DLQ if they persist)
+# so that fixing model access or the model id and redriving loses nothing.
+CONFIGURATION_CODES = frozenset(
+    {"AccessDeniedException", "ResourceNotFoundException", "UnrecognizedClientException"}
+)
 MODEL_ERROR_CODE = "ModelErrorException"
+# A ValidationException is about the image only when Bedrock's message says so ("Input image is
+# too large", "Unable to process the provided image", "exceeds max pixels", "unsupported format").
+# Every other one is about the request we built from configuration: an unknown or not-enabled
+# model id, on-demand use of a profile-only model, an inference parameter the model refuses.
+_IMAGE_WORDS = re.compile(r"\b(image|images|png|pixels?|dimensions?)\b", re.IGNORECASE)
+_CONFIGURATION_WORDS = re.compile(
+    r"model identifier|model id|inference profile|on-demand|throughput|not enabled|access|"
+    r"extraneous key|inferenceconfig|maxtokens|temperature|topp|topk|servicetier|toolconfig",
+    re.IGNORECASE,
+)
+
+
+def validation_is_about_the_image(message: str) -> bool:
+    """True for a ValidationException caused by the image itself (final), False for configuration."""
+    return bool(_IMAGE_WORDS.search(message)) and not _CONFIGURATION_WORDS.search(message)
 
 
 def classify_error(
@@ -224,7 +256,12 @@ def classify_error(
     receive_count: int,
     model_error_max_attempts: int,
 ) -> Verdict:
-    """Retryable (throttle / transient) or permanent (an ``ErrorCode`` for the errors/ record).
+    """Retryable (throttle / transient / configuration) or final (an ``ErrorCode`` for errors/).
+
+    Only failures about the image itself are final (a ValidationException naming the image, a
+    model error that persists). Access denied, an unknown model and a refused parameter are
+    configuration: retried with backoff and dead-lettered if they persist, so a redrive after
+    the fix captions every image.
 
     ModelErrorException is retried until the message has been received
     ``model_error_max_attempts`` times. Codes this table does not know are treated as transient:
@@ -233,10 +270,12 @@ def classify_error(
     """
     if code in THROTTLE_CODES or (http_status == 429 and code != "ModelNotReadyException"):
         return Verdict(RetryKind.THROTTLED, None, code, message)
-    if code in REJECTED_CODES:
-        return Verdict(None, ErrorCode.MODEL_REJECTED, code, message)
-    if code in ACCESS_CODES:
-        return Verdict(None, ErrorCode.MODEL_ACCESS_DENIED, code, message)
+    if code == VALIDATION_CODE:
+        if validation_is_about_the_image(message):
+            return Verdict(None, ErrorCode.MODEL_REJECTED, code, message)
+        return Verdict(RetryKind.CONFIGURATION, None, code, message)
+    if code in CONFIGURATION_CODES or http_status in {401, 403}:
+        return Verdict(RetryKind.CONFIGURATION, None, code, message)
     if code == MODEL_ERROR_CODE:
         if receive_count >= model_error_max_attempts:
             return Verdict(
@@ -274,6 +313,7 @@ def caption_record(
             "total_tokens": answer.total_tokens,
         },
         "stop_reason": answer.stop_reason,
+        "truncated": answer.truncated,
         "latency_ms": round(latency_ms, 1),
         "service_latency_ms": answer.service_latency_ms,
         "source": {

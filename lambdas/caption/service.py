@@ -8,19 +8,20 @@ For one delivery of an ``ImageMessage``:
 3. read ``base64_images/<path>.txt``: gone -> ``encoded_missing``; made for another ETag -> a newer
    upload superseded this message (its own message will be captioned); not base64 PNG ->
    ``encoded_invalid``;
-4. take the claim ``claims/<path>.<etag>.json`` (create-only put). Held by another live delivery ->
-   batch item failure with a backed-off visibility (next time it finds the caption). Held by this
-   same SQS message (a redelivery after a crash) or older than the lease -> taken over with a
-   put conditional on the claim's ETag;
+4. take the claim ``claims/<path>.<etag>.json`` (``claims.Claims``). Held by anyone else and
+   younger than the lease -> batch item failure with a backed-off visibility (next time it finds
+   the caption). Older than the lease (its holder's invocation has ended) -> taken over;
 5. with the claim held, check again for a caption (or a caption-stage error record) for this
    ETag: the one check that cannot race, because a writer stores its caption before releasing;
 6. wait for the pacer, unless the wait plus one expected call would not fit in the invocation's
-   remaining time: then this and every later message of the batch go back to the queue with a
-   short visibility, untouched;
-7. call the model once. Throttles and transient faults -> batch item failure with a backed-off,
-   jittered visibility (no sleeping); permanent faults and refusals -> ``errors/<path>.json``;
-   success -> ``captions/<path>.json``;
-8. release the claim (best effort; a stale claim only delays a duplicate, and expires).
+   remaining time: then this and every later message of the batch go back to the queue, hidden
+   until the pacer will have a slot (so waiting for a slow quota never uses up receives);
+7. call the model once, bounded by the time left. Throttles, transient faults and configuration
+   faults (access, model id, refused parameters) -> batch item failure with a backed-off, jittered
+   visibility (no sleeping); faults about the image and refusals -> ``errors/<path>.json``;
+   success -> ``captions/<path>.json``. Both are published only while this version is still the
+   source's current one (``versions.publish``); a stale version ends as ``superseded``;
+8. release the claim, conditionally on our own put.
 
 The claim is released on every path that gets past step 4, retryable failures included: a
 throttled call cost nothing, and whichever delivery of the image comes back first may then make
@@ -32,6 +33,7 @@ image again, delete its error record and re-send its message (or upload it again
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -40,23 +42,17 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from lambdas.caption import model
-from lambdas.caption.backoff import requeue_soon, visibility_backoff
-from lambdas.caption.model import ModelCallError, RetryKind
+from lambdas.caption.backoff import MAX_VISIBILITY_S, requeue_soon, visibility_backoff
+from lambdas.caption.claims import Claims
+from lambdas.caption.model import CallBudgetTooSmall, ModelCallError, RetryKind
 from lambdas.caption.pacing import CallTimeEstimate, Pacer
 from lambdas.shared import keys
 from lambdas.shared.errors import ErrorCode, Rejection
 from lambdas.shared.observability import logger
 from lambdas.shared.records import ImageMessage, InvalidMessage, error_record, utc_now_iso
 from lambdas.shared.settings import CaptionSettings
-from lambdas.shared.storage import (
-    SOURCE_ETAG_META,
-    STAGE_META,
-    ObjectMissing,
-    PreconditionFailed,
-    Queue,
-    Store,
-    put_error_record,
-)
+from lambdas.shared.storage import SOURCE_ETAG_META, STAGE_META, ObjectMissing, Queue, Store
+from lambdas.shared.versions import Published, Version, publish, publish_error_record
 
 STAGE = "caption"
 # Kept free at the end of an invocation for the caption write, the claim release and the response.
@@ -78,7 +74,7 @@ FAILED_OUTCOMES = frozenset({Outcome.DEFERRED, Outcome.BUSY, Outcome.STOPPED, Ou
 
 
 class ModelCaller(Protocol):
-    def __call__(self, request: dict[str, Any]) -> dict[str, Any]: ...
+    def __call__(self, request: dict[str, Any], budget_s: float) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +103,7 @@ class Result:
     output_tokens: int = 0
     pacing_wait_ms: float | None = None
     age_s: float | None = None  # upload -> caption written
+    truncated: bool = False  # the caption stopped at maxTokens
 
     @property
     def failed(self) -> bool:
@@ -161,7 +158,12 @@ class Batch:
 
     def process(self, delivery: Delivery) -> Result:
         if self.stopped or self._time_for_call() < 0:
-            return self._stop(delivery, None, "not enough time left in this invocation for a model call")
+            return self._stop(
+                delivery,
+                None,
+                "not enough time left in this invocation for a model call",
+                hide_s=self._w.pacer.wait_time(model.reserved_tokens(self._s.model)),
+            )
         try:
             message = self._parse(delivery.body)
         except InvalidMessage as exc:
@@ -189,7 +191,9 @@ class Batch:
             return self._reject(message, rejection.code, rejection.message, rejection.error_type)
         del encoded
 
-        if not self._claim(message, delivery):
+        claims = Claims(self._w.store, lease_s=self._s.claim_lease_s, wall=self._w.wall)
+        claim = claims.take(message.source_key, message.source_etag, delivery.message_id)
+        if claim is None:
             visibility = self._backoff(delivery)
             self._change_visibility(delivery, visibility)
             return self._done(
@@ -201,7 +205,7 @@ class Batch:
         try:
             return self._caption(message, delivery, png)
         finally:
-            self._release(message)
+            claims.release(claim)
 
     def _caption(self, message: ImageMessage, delivery: Delivery, png: bytes) -> Result:
         """With the claim held: final duplicate check, pacing, the one paid call, the record."""
@@ -216,7 +220,7 @@ class Batch:
         wait = w.pacer.reserve(reserved, max_wait_s=allowance) if allowance >= 0 else None
         if wait is None:
             reason = "the pacing wait plus one call would not fit in the time left"
-            return self._stop(delivery, message, reason)
+            return self._stop(delivery, message, reason, hide_s=w.pacer.wait_time(reserved))
         if wait > 0:
             w.sleep(wait)
         waited_ms = wait * 1000.0
@@ -224,7 +228,10 @@ class Batch:
         request = model.converse_request(spec, png)
         started = w.clock()
         try:
-            response = w.call_model(request)
+            response = w.call_model(request, self._remaining_ms() / 1000.0 - w.safety_margin_s)
+        except CallBudgetTooSmall as exc:
+            w.pacer.settle(reserved, 0)
+            return self._stop(delivery, message, str(exc))
         except ModelCallError as exc:
             return self._call_failed(message, delivery, exc, (w.clock() - started) * 1000.0, waited_ms)
         elapsed_s = w.clock() - started
@@ -252,14 +259,32 @@ class Batch:
             receive_count=delivery.receive_count,
             captioned_at=utc_now_iso(),
         )
-        w.store.put_json(
-            keys.caption_key(message.source_key), record, metadata={SOURCE_ETAG_META: message.source_etag}
-        )
+        caption_key = keys.caption_key(message.source_key)
+
+        def write(if_none_match: bool, if_match: str | None) -> str:
+            return w.store.put_json(
+                caption_key,
+                record,
+                metadata={SOURCE_ETAG_META: message.source_etag},
+                if_none_match=if_none_match,
+                if_match=if_match,
+            )
+
+        published = publish(w.store, caption_key, _version(message), write, replace_same_version=False)
+        if published is Published.SUPERSEDED:
+            return self._done(
+                message, Outcome.SUPERSEDED, "a newer upload replaced the image during the call", **called
+            )
+        if published is Published.EXISTS:
+            return self._done(
+                message, Outcome.DUPLICATE, "a caption for this ETag appeared meanwhile", **called
+            )
         return self._done(
             message,
             Outcome.CAPTIONED,
             f"{answer.output_tokens} output tokens, stopReason {answer.stop_reason}",
             age_s=model.age_seconds(message.uploaded_at, w.wall()),
+            truncated=answer.truncated,
             **called,
         )
 
@@ -322,11 +347,11 @@ class Batch:
         source_key, source_etag = attribution(delivery.body)
         if source_key is None:
             return Result(Outcome.UNATTRIBUTABLE, detail=f"invalid message naming no image: {reason}")
-        self._write_error(
+        published = self._write_error(
             source_key, source_etag, ErrorCode.INVALID_MESSAGE, reason, "InvalidMessage", retryable=False
         )
         return Result(
-            Outcome.REJECTED,
+            Outcome.SUPERSEDED if published is Published.SUPERSEDED else Outcome.REJECTED,
             source_key=source_key,
             source_etag=source_etag,
             error_code=ErrorCode.INVALID_MESSAGE.value,
@@ -352,50 +377,6 @@ class Batch:
             and info.metadata.get(SOURCE_ETAG_META) == message.source_etag
         )
 
-    def _claim(self, message: ImageMessage, delivery: Delivery) -> bool:
-        store = self._w.store
-        key = keys.claim_key(message.source_key, message.source_etag)
-        document = {
-            "message_id": delivery.message_id,
-            "claimed_at": self._w.wall(),
-            "source_key": message.source_key,
-            "source_etag": message.source_etag,
-        }
-        try:
-            store.put_json(key, document, if_none_match=True)
-            return True
-        except PreconditionFailed:
-            pass
-        try:
-            raw, info = store.get_bytes(key)
-        except ObjectMissing:
-            # Released between our put and our read: one more create-only attempt.
-            try:
-                store.put_json(key, document, if_none_match=True)
-                return True
-            except PreconditionFailed:
-                return False
-        holder = _claim_holder(raw)
-        ours = holder is not None and holder[0] == delivery.message_id
-        stale = holder is None or self._w.wall() - holder[1] > self._s.claim_lease_s
-        if not (ours or stale):
-            return False
-        try:
-            store.put_json(key, document, if_match=info.etag)
-        except PreconditionFailed:
-            return False  # someone else took it over first
-        logger.info(
-            "claim taken over",
-            extra={"claim_key": key, "reason": "redelivery of this message" if ours else "lease expired"},
-        )
-        return True
-
-    def _release(self, message: ImageMessage) -> None:
-        try:
-            self._w.store.delete(keys.claim_key(message.source_key, message.source_etag))
-        except Exception:  # best effort: a leftover claim expires with its lease
-            logger.warning("could not release the claim", exc_info=True)
-
     # ------------------------------------------------------------------ time and the queue
 
     def _time_for_call(self) -> float:
@@ -408,14 +389,24 @@ class Batch:
             delivery.receive_count, self._s.backoff_base_s, self._s.backoff_max_s, self._w.rand
         )
 
-    def _stop(self, delivery: Delivery, message: ImageMessage | None, reason: str) -> Result:
+    def _stop(
+        self, delivery: Delivery, message: ImageMessage | None, reason: str, *, hide_s: float = 0.0
+    ) -> Result:
+        """Hand this and every later record back: soon, or when the pacer will have a slot.
+
+        Hiding a message for the pacing wait (not 2-4 s) is what keeps a slow quota share from
+        using up ``maxReceiveCount`` with receives that could never have made a call.
+        """
         self.stopped = True
-        visibility = requeue_soon(self._w.rand)
+        visibility = max(requeue_soon(self._w.rand), min(math.ceil(hide_s), MAX_VISIBILITY_S))
         self._change_visibility(delivery, visibility)
+        source_key, source_etag = (
+            (message.source_key, message.source_etag) if message else attribution(delivery.body)
+        )
         return Result(
             Outcome.STOPPED,
-            source_key=message.source_key if message else None,
-            source_etag=message.source_etag if message else None,
+            source_key=source_key,
+            source_etag=source_etag,
             visibility_s=visibility,
             detail=reason,
         )
@@ -437,7 +428,12 @@ class Batch:
     def _reject(
         self, message: ImageMessage, code: ErrorCode, text: str, error_type: str, **extra: Any
     ) -> Result:
-        self._write_error(message.source_key, message.source_etag, code, text, error_type, retryable=False)
+        published = self._write_error(
+            message.source_key, message.source_etag, code, text, error_type, retryable=False
+        )
+        if published is Published.SUPERSEDED:
+            detail = f"not recorded, a newer upload replaced the image: {text}"
+            return self._done(message, Outcome.SUPERSEDED, detail, error_code=code.value, **extra)
         return self._done(message, Outcome.REJECTED, text, error_code=code.value, **extra)
 
     def _write_error(
@@ -449,7 +445,7 @@ class Batch:
         error_type: str,
         *,
         retryable: bool,
-    ) -> None:
+    ) -> Published:
         record = error_record(
             stage=STAGE,
             error_code=code.value,
@@ -460,7 +456,7 @@ class Batch:
             source_key=source_key,
             source_etag=source_etag,
         )
-        put_error_record(self._w.store, record)
+        return publish_error_record(self._w.store, record)
 
     @staticmethod
     def _done(message: ImageMessage, outcome: Outcome, detail: str, **fields: Any) -> Result:
@@ -493,10 +489,5 @@ def attribution(body: str) -> tuple[str | None, str | None]:
     return source_key, etag if isinstance(etag, str) and etag else None
 
 
-def _claim_holder(raw: bytes) -> tuple[str, float] | None:
-    """(message id, claimed_at epoch) of a claim document; None if unreadable (treated as stale)."""
-    try:
-        document = json.loads(raw)
-        return str(document["message_id"]), float(document["claimed_at"])
-    except (ValueError, TypeError, KeyError):
-        return None
+def _version(message: ImageMessage) -> Version:
+    return Version(message.source_key, message.source_etag)

@@ -7,6 +7,11 @@ and send one small message to the caption queue. Unusable input becomes ``errors
 Idempotent: when ``base64_images/<path>.txt`` already holds this source ETag (an S3 event retry, or
 a crash between write and send), the encode is skipped but the message is sent again; the caption
 stage makes sure a duplicate message costs no second model call.
+
+Versions (``lambdas.shared.versions``): the encoded object and an error record are written only
+while this upload is the source's current version, conditionally on what was there, so a slow
+encode of an old upload never replaces a newer one's output, and its success only ever clears a
+rejection of another, older version.
 """
 
 from __future__ import annotations
@@ -22,14 +27,8 @@ from lambdas.shared import keys
 from lambdas.shared.config import ImageSpec
 from lambdas.shared.errors import ErrorCode, Rejection
 from lambdas.shared.records import ImageMessage, error_record, utc_now_iso
-from lambdas.shared.storage import (
-    SOURCE_ETAG_META,
-    ObjectMissing,
-    PreconditionFailed,
-    Queue,
-    Store,
-    put_error_record,
-)
+from lambdas.shared.storage import SOURCE_ETAG_META, ObjectMissing, PreconditionFailed, Queue, Store
+from lambdas.shared.versions import Published, Version, clear_stale, publish, publish_error_record
 
 STAGE = "resize"
 SOURCE_MISSING_MESSAGE = "the upload was deleted before it was processed"
@@ -77,7 +76,12 @@ def max_source_bytes(spec: ImageSpec) -> int:
     return spec.max_pixels
 
 
-def _reject(store: Store, ref: ObjectRef, code: ErrorCode, message: str, error_type: str) -> None:
+def _reject(store: Store, ref: ObjectRef, code: ErrorCode, message: str, error_type: str) -> Published:
+    """Publish the rejection of this version; a version that is no longer current writes nothing.
+
+    ``source_missing`` is about a version that cannot be current (its object is gone), so it is
+    published without the currency check; a later upload's success clears it.
+    """
     record = error_record(
         stage=STAGE,
         error_code=code.value,
@@ -88,7 +92,7 @@ def _reject(store: Store, ref: ObjectRef, code: ErrorCode, message: str, error_t
         source_key=ref.key,
         source_etag=ref.etag,
     )
-    put_error_record(store, record)
+    return publish_error_record(store, record, require_current=code is not ErrorCode.SOURCE_MISSING)
 
 
 def process_object(
@@ -107,7 +111,10 @@ def process_object(
         return Result(ref.key, outcome, code, message, (clock() - started) * 1000)
 
     def reject(code: ErrorCode, message: str, error_type: str) -> Result:
-        _reject(store, ref, code, message, error_type)
+        if _reject(store, ref, code, message, error_type) is Published.SUPERSEDED:
+            return done(
+                Outcome.SUPERSEDED, code.value, f"not recorded, a newer upload replaced it: {message}"
+            )
         return done(Outcome.REJECTED, code.value, message)
 
     if keys.is_folder_marker(ref.key):
@@ -135,6 +142,8 @@ def process_object(
     if existing is not None and existing.metadata.get(SOURCE_ETAG_META) == ref.etag:
         width = int(existing.metadata.get("source-width", "0") or 0)
         height = int(existing.metadata.get("source-height", "0") or 0)
+        # Finish what a crashed earlier attempt may have left: the stale rejection, the message.
+        clear_stale(store, keys.error_key(ref.key), Version(ref.key, ref.etag))
         _send(queue, ref, encoded_key, width, height)
         return done(Outcome.DUPLICATE)
 
@@ -153,24 +162,34 @@ def process_object(
         return reject(rejection.code, rejection.message, rejection.error_type)
     del data
 
-    store.put_bytes(
-        encoded_key,
-        encoded.b64,
-        "text/plain",
-        metadata={
-            SOURCE_ETAG_META: info.etag,
-            "source-format": encoded.source_format,
-            "source-width": str(encoded.source_width),
-            "source-height": str(encoded.source_height),
-            "width": str(encoded.width),
-            "height": str(encoded.height),
-            "policy": spec.policy.value,
-        },
-    )
-    # A re-upload that now succeeds must not keep an older rejection around.
-    store.delete(keys.error_key(ref.key))
+    metadata = {
+        SOURCE_ETAG_META: info.etag,
+        "source-format": encoded.source_format,
+        "source-width": str(encoded.source_width),
+        "source-height": str(encoded.source_height),
+        "width": str(encoded.width),
+        "height": str(encoded.height),
+        "policy": spec.policy.value,
+    }
+
+    def write(if_none_match: bool, if_match: str | None) -> str:
+        return store.put_bytes(
+            encoded_key,
+            encoded.b64,
+            "text/plain",
+            metadata=metadata,
+            if_none_match=if_none_match,
+            if_match=if_match,
+        )
+
+    version = Version(ref.key, info.etag)
+    published = publish(store, encoded_key, version, write, replace_same_version=False)
+    if published is Published.SUPERSEDED:
+        return done(Outcome.SUPERSEDED, message="a newer upload replaced the object while it was encoded")
+    # A re-upload that now succeeds clears an older rejection, never a newer upload's.
+    clear_stale(store, keys.error_key(ref.key), version)
     _send(queue, ref, encoded_key, encoded.source_width, encoded.source_height)
-    return done(Outcome.RESIZED)
+    return done(Outcome.RESIZED if published is Published.WRITTEN else Outcome.DUPLICATE)
 
 
 def _send(queue: Queue, ref: ObjectRef, encoded_key: str, width: int, height: int) -> None:

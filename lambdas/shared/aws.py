@@ -12,6 +12,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+CONNECT_TIMEOUT_S = 5.0
+
 
 @cache
 def client(service: str, max_attempts: int = 3, read_timeout: float = 60.0) -> Any:
@@ -19,7 +21,7 @@ def client(service: str, max_attempts: int = 3, read_timeout: float = 60.0) -> A
         # total_max_attempts counts the first call too (max_attempts would mean retries).
         retries={"total_max_attempts": max_attempts, "mode": "standard"},
         read_timeout=read_timeout,
-        connect_timeout=5,
+        connect_timeout=CONNECT_TIMEOUT_S,
         tcp_keepalive=True,
     )
     return boto3.session.Session().client(service, config=config)

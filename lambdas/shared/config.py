@@ -110,19 +110,62 @@ def _number(values: Mapping[str, str], name: str, lo: float, hi: float, *, integ
     return value
 
 
-def parse_target_size(raw: str) -> tuple[int, int]:
+# What the model accepts (README "Limits", sources cited there): Amazon Nova reads images up to
+# 8,000 x 8,000 pixels, in a request of at most 25 MB in all (the image travels base64-encoded).
+MODEL_MAX_SIDE_PX = 8_000
+MODEL_MIN_SIDE_PX = 16
+MODEL_MAX_REQUEST_BYTES = 25_000_000
+# Room kept in the request for the prompt, the JSON around the image and the inference settings.
+REQUEST_OVERHEAD_BYTES = 64 * 1024
+
+
+def worst_case_png_bytes(width: int, height: int) -> int:
+    """The largest PNG the resize stage can write at this size: RGBA noise that does not compress.
+
+    Four bytes a pixel plus one filter byte a row, deflate's stored-block overhead (5 bytes per
+    64 KiB) and the fixed chunks.
+    """
+    raw = height * (width * 4 + 1)
+    return raw + 5 * (raw // 65_535 + 1) + 1024
+
+
+def encoded_request_bytes(png_bytes: int) -> int:
+    """Bytes of a request carrying a PNG of ``png_bytes``: base64 (4/3) plus the overhead."""
+    return 4 * math.ceil(png_bytes / 3) + REQUEST_OVERHEAD_BYTES
+
+
+def parse_target_size(raw: str, name: str = "target-size") -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` within what the model accepts; the one check synth and cold start share.
+
+    ``name`` is how the caller knows the item (``context targetSize``, ``configuration item
+    'target-size'``), so the message names what the user typed.
+    """
     try:
-        w_s, h_s = raw.lower().replace(" ", "").split("x")
+        w_s, h_s = str(raw).lower().replace(" ", "").split("x")
         w, h = int(w_s), int(h_s)
     except ValueError as exc:
-        raise ConfigError(f"configuration item 'target-size' must look like 1280x720, got {raw!r}") from exc
-    if not (16 <= w <= 8192 and 16 <= h <= 8192):
-        raise ConfigError(f"configuration item 'target-size' out of range 16..8192, got {raw!r}")
+        raise ConfigError(f"{name} must look like 1280x720, got {raw!r}") from exc
+    lo, hi = MODEL_MIN_SIDE_PX, MODEL_MAX_SIDE_PX
+    if not (lo <= w <= hi and lo <= h <= hi):
+        raise ConfigError(f"{name} must have both sides between {lo} and {hi} pixels, got {raw!r}")
+    request = encoded_request_bytes(worst_case_png_bytes(w, h))
+    if request > MODEL_MAX_REQUEST_BYTES:
+        raise ConfigError(
+            f"{name} {raw!r} is too large: an image of that size can need {request / 1e6:.1f} MB of request, "
+            f"over the model's {MODEL_MAX_REQUEST_BYTES / 1e6:.0f} MB limit (at most about "
+            f"{max_target_pixels() / 1e6:.1f} megapixels)"
+        )
     return w, h
 
 
+def max_target_pixels() -> int:
+    """Pixels of the largest output whose worst-case request still fits the model's limit."""
+    budget = (MODEL_MAX_REQUEST_BYTES - REQUEST_OVERHEAD_BYTES) * 3 // 4 - 1024
+    return int(budget / 4.0003)
+
+
 def image_spec_from(values: Mapping[str, str], memory_mb: int) -> ImageSpec:
-    w, h = parse_target_size(_get(values, "target-size"))
+    w, h = parse_target_size(_get(values, "target-size"), "configuration item 'target-size'")
     raw_policy = _get(values, "resize-policy").lower()
     try:
         policy = ResizePolicy(raw_policy)

@@ -21,8 +21,7 @@ class ErrorCode(StrEnum):
     INVALID_MESSAGE = "invalid_message"  # SQS body not JSON / unknown version / missing field
     ENCODED_MISSING = "encoded_missing"  # base64 object gone
     ENCODED_INVALID = "encoded_invalid"  # base64 object empty or not base64
-    MODEL_REJECTED = "model_rejected"  # ValidationException, content filtered
-    MODEL_ACCESS_DENIED = "model_access_denied"  # AccessDenied / model not enabled
+    MODEL_REJECTED = "model_rejected"  # a ValidationException about the image, content filtered
     MODEL_ERROR = "model_error"  # ModelErrorException after the allowed tries, or an empty answer
 
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 
 IMAGES_PREFIX = "images/"
 ENCODED_PREFIX = "base64_images/"
@@ -22,6 +23,9 @@ CLAIM_SUFFIX = ".json"
 # S3 keys are at most 1024 bytes of UTF-8.
 MAX_KEY_BYTES = 1024
 _HASH_CHARS = 16
+# What the tail of a hashed relative path looks like. A path that already ends like this is hashed
+# too, so a crafted short key can never derive the same key as a long, hashed one.
+_HASHED_TAIL = re.compile(rf"~[0-9a-f]{{{_HASH_CHARS}}}$")
 
 
 class KeyError_(ValueError):
@@ -41,11 +45,16 @@ def relative_path(source_key: str) -> str:
 
 
 def _derive(prefix: str, rel: str, suffix: str) -> str:
+    """``prefix + rel + suffix``, or, when that is too long or ``rel`` looks hashed, a hashed form.
+
+    The two forms cannot meet: a plain key never ends in ``~<16 hex><suffix>`` (such paths are
+    hashed), and every hashed key does. Two hashed keys meet only if SHA-256 prefixes collide.
+    """
     key = f"{prefix}{rel}{suffix}"
-    if len(key.encode("utf-8")) <= MAX_KEY_BYTES:
+    if len(key.encode("utf-8")) <= MAX_KEY_BYTES and not _HASHED_TAIL.search(rel):
         return key
-    # Too long once prefix and suffix are added: keep a readable head and make it unique
-    # with a hash of the full relative path. The records carry the full source key.
+    # Keep a readable head and make it unique with a hash of the full relative path. The records
+    # carry the full source key.
     digest = hashlib.sha256(rel.encode("utf-8")).hexdigest()[:_HASH_CHARS]
     budget = MAX_KEY_BYTES - len(prefix.encode()) - len(suffix.encode()) - _HASH_CHARS - 1
     head = rel.encode("utf-8")[:budget].decode("utf-8", errors="ignore")

@@ -33,6 +33,9 @@ class M:
     MODEL_CALLS = "ModelCalls"
     MODEL_THROTTLES = "ModelThrottles"
     MODEL_TRANSIENT_ERRORS = "ModelTransientErrors"
+    # Access denied, unknown / not-enabled model, a parameter the model refuses: retried, alarmed.
+    MODEL_CONFIGURATION_ERRORS = "ModelConfigurationErrors"
+    CAPTIONS_TRUNCATED = "CaptionsTruncated"  # stopReason max_tokens: stored with "truncated": true
     MODEL_LATENCY = "ModelLatency"
     INPUT_TOKENS = "InputTokens"
     OUTPUT_TOKENS = "OutputTokens"

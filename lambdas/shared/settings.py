@@ -109,7 +109,7 @@ def env_settings_from(env: Mapping[str, str]) -> EnvSettings:
         backoff_base_s=_env_number(env, ENV_BACKOFF_BASE, 10, 0, 43_200),
         backoff_max_s=_env_number(env, ENV_BACKOFF_MAX, 300, 0, 43_200),
         model_error_max_attempts=int(_env_number(env, ENV_MODEL_ERROR_ATTEMPTS, 3, 1, 100)),
-        bedrock_read_timeout_s=_env_number(env, ENV_BEDROCK_READ_TIMEOUT, 60, 1, 900),
+        bedrock_read_timeout_s=_env_number(env, ENV_BEDROCK_READ_TIMEOUT, 50, 1, 900),
         bedrock_max_attempts=int(_env_number(env, ENV_BEDROCK_MAX_ATTEMPTS, 2, 1, 10)),
         claim_lease_s=_env_number(env, ENV_CLAIM_LEASE, 900, 1, 43_200),
     )

@@ -74,7 +74,7 @@ class Store(Protocol):
         if_none_match: bool = False,
         if_match: str | None = None,
     ) -> str: ...
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str, if_match: str | None = None) -> None: ...
 
 
 class S3Store:
@@ -171,21 +171,40 @@ class S3Store:
             if_match=if_match,
         )
 
-    def delete(self, key: str) -> None:
-        self._s3.delete_object(Bucket=self.bucket, Key=key)
+    def delete(self, key: str, if_match: str | None = None) -> None:
+        """Delete; with ``if_match`` only if the object still has that ETag (``PreconditionFailed``).
+
+        A conditional delete of a key that is already gone raises ``ObjectMissing``.
+        """
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if if_match:
+            kwargs["IfMatch"] = if_match if if_match.startswith('"') else f'"{if_match}"'
+        try:
+            self._s3.delete_object(**kwargs)
+        except ClientError as exc:
+            if _missing(exc):
+                raise ObjectMissing(key) from exc
+            if _precondition(exc):
+                raise PreconditionFailed(key) from exc
+            raise
 
 
-def put_error_record(store: Store, record: Mapping[str, Any]) -> None:
+def put_error_record(
+    store: Store, record: Mapping[str, Any], *, if_none_match: bool = False, if_match: str | None = None
+) -> str:
     """Store an ``errors/`` record (``records.error_record``) under the key derived from its source.
 
     Tagged with the source ETag and the stage in metadata, so a HEAD tells which upload and which
-    stage it belongs to without reading it.
+    stage it belongs to without reading it. Callers go through ``versions.publish`` so a stale
+    version never overwrites a newer record.
     """
     source = record["source"]
-    store.put_json(
+    return store.put_json(
         keys.error_key(source["key"]),
         record,
         metadata={SOURCE_ETAG_META: source["etag"] or "", STAGE_META: record["stage"]},
+        if_none_match=if_none_match,
+        if_match=if_match,
     )
 
 

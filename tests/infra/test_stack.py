@@ -39,6 +39,7 @@ ALT_CONTEXT = {
     "maxConcurrency": "4",
     "prompt": "Describe the picture in one sentence.",
     "queueAgeAlarmSeconds": "600",
+    "resizeReservedConcurrency": "7",
 }
 
 
@@ -417,7 +418,7 @@ def test_given_the_env_vars_then_queue_url_goes_to_resize_and_caption_knobs_to_c
         "THROTTLE_BACKOFF_BASE_SECONDS": "10",
         "THROTTLE_BACKOFF_MAX_SECONDS": "300",
         "MODEL_ERROR_MAX_ATTEMPTS": "3",
-        "BEDROCK_READ_TIMEOUT_SECONDS": "60",
+        "BEDROCK_READ_TIMEOUT_SECONDS": "50",
         "BEDROCK_MAX_ATTEMPTS": "2",
         "CLAIM_LEASE_SECONDS": "900",
     }
@@ -439,7 +440,7 @@ def test_given_each_role_then_s3_access_is_scoped_to_the_prefixes_the_stage_uses
         "s3:ListBucket": {"<bucket>"},
     }
     assert _s3_grants(synth.role_statements("Caption")) == {
-        "s3:GetObject": {"/base64_images/*", "/captions/*", "/errors/*", "/claims/*"},
+        "s3:GetObject": {"/images/*", "/base64_images/*", "/captions/*", "/errors/*", "/claims/*"},
         "s3:PutObject": {"/captions/*", "/errors/*", "/claims/*"},
         "s3:DeleteObject": {"/claims/*"},
         "s3:ListBucket": {"<bucket>"},
@@ -535,6 +536,12 @@ def test_given_context_overrides_then_parameters_and_prefix_follow_them(alt_synt
         ({"temperature": "1.5"}, "temperature"),
         ({"topK": "2.5"}, "topK"),
         ({"targetSize": "big"}, "targetSize"),
+        # Issue 11 item 8: one validation for synth and cold start, within what the model accepts.
+        ({"targetSize": "10x10"}, r"targetSize must have both sides between 16 and 8000"),
+        ({"targetSize": "9999x9999"}, r"targetSize must have both sides between 16 and 8000"),
+        ({"targetSize": "8192x8192"}, r"targetSize must have both sides between 16 and 8000"),
+        ({"targetSize": "4096x2160"}, r"targetSize '4096x2160' is too large.*25 MB"),
+        ({"resizeReservedConcurrency": "0"}, "resizeReservedConcurrency"),
         ({"resizePolicy": "squash"}, "resizePolicy"),
         ({"modelId": "us.amazon.*"}, "modelId"),
         ({"destroyOnRemoval": "maybe"}, "destroyOnRemoval"),
@@ -545,6 +552,48 @@ def test_given_context_overrides_then_parameters_and_prefix_follow_them(alt_synt
 def test_given_invalid_context_when_parsed_then_the_error_names_the_key(context, message):
     with pytest.raises(ConfigurationError, match=message):
         StackConfig.from_context(context.get)
+
+
+def test_given_the_target_sizes_the_functions_accept_then_synth_accepts_them_too():
+    from lambdas.shared.config import ConfigError, parse_target_size
+
+    for size in ("1280x720", "16x16", "8000x16", "2560x1440", "1920x1080"):
+        parse_target_size(size)  # the functions accept it ...
+        StackConfig.from_context({"targetSize": size}.get)  # ... and so does synth
+    for size in ("15x720", "8001x16", "4096x2160"):
+        with pytest.raises(ConfigError):
+            parse_target_size(size)
+        with pytest.raises(ConfigurationError, match="targetSize"):
+            StackConfig.from_context({"targetSize": size}.get)
+
+
+def test_given_the_caption_knobs_then_a_hung_call_cannot_outlive_the_function():
+    """Issue 11 item 6: attempts x (read + connect) plus the margin fit in the timeout."""
+    import dataclasses
+
+    from infra.config import BEDROCK_CONNECT_TIMEOUT_S, CAPTION_SAFETY_MARGIN_S, CaptionKnobs
+
+    config = StackConfig()
+    knobs = config.caption
+    worst = knobs.bedrock_max_attempts * (knobs.bedrock_read_timeout_s + BEDROCK_CONNECT_TIMEOUT_S)
+    assert worst + CAPTION_SAFETY_MARGIN_S <= config.caption_timeout_s
+    too_long = dataclasses.replace(config, caption=CaptionKnobs(bedrock_read_timeout_s=60))
+    with pytest.raises(ConfigurationError, match="must fit in the caption timeout"):
+        too_long.validate()
+    short_lease = dataclasses.replace(
+        config, caption=CaptionKnobs(claim_lease_s=config.caption_timeout_s + 1)
+    )
+    with pytest.raises(ConfigurationError, match="claim lease"):
+        short_lease.validate()
+
+
+def test_given_the_resize_function_then_a_reserved_concurrency_caps_upload_bursts(synth, alt_synth):
+    """Issue 11 item 10: bursts cannot take the account's concurrency; the caption one has none."""
+    resize = synth.function("Resize")[1]["Properties"]
+    caption = synth.function("Caption")[1]["Properties"]
+    assert resize["ReservedConcurrentExecutions"] == 20
+    assert "ReservedConcurrentExecutions" not in caption
+    assert alt_synth.function("Resize")[1]["Properties"]["ReservedConcurrentExecutions"] == 7
 
 
 def test_given_no_context_then_defaults_match_the_contract():
@@ -636,6 +685,7 @@ def test_given_the_alarms_then_each_has_its_threshold_and_notifies_the_topic(syn
         ("Errors", "${" + synth.function("Resize")[0] + "}"): ("GreaterThanThreshold", 0, 1),
         ("Errors", "${" + synth.function("Caption")[0] + "}"): ("GreaterThanThreshold", 0, 1),
         ("ModelThrottles", "caption"): ("GreaterThanOrEqualToThreshold", 10, 3),
+        ("ModelConfigurationErrors", "caption"): ("GreaterThanOrEqualToThreshold", 1, 1),
     }
     assert set(by_metric) == set(expected)
     for key, (operator, threshold, periods) in expected.items():

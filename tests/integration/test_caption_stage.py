@@ -10,6 +10,7 @@ expects no call would fail loudly if one happened.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import time
@@ -42,6 +43,11 @@ def _png() -> bytes:
 
 
 PNG = _png()
+
+
+def real_etag(label: str) -> str:
+    """The ETag S3 gives a source object whose body is ``label`` (what ``Stage.seed`` uploads)."""
+    return hashlib.md5(label.encode()).hexdigest()
 
 
 def _answer(text: str = "A blue rectangle.", stop_reason: str = "end_turn") -> dict[str, Any]:
@@ -77,13 +83,19 @@ class Stage:
     def seed(
         self, name: str, etag: str, encoded: bytes | None = None, encoded_etag: str | None = None
     ) -> str:
-        """Put ``base64_images/<name>.txt`` as the resize stage would; return the message body."""
+        """Upload ``images/<name>`` (body ``etag``, so its ETag is ``real_etag(etag)``) and put
+        ``base64_images/<name>.txt`` as the resize stage would; return the message body."""
         source_key = f"images/{name}"
+        self.s3.put_object(Bucket=BUCKET, Key=source_key, Body=etag.encode())
         self.s3.put_object(
             Bucket=BUCKET,
             Key=keys.encoded_key(source_key),
             Body=base64.b64encode(PNG) if encoded is None else encoded,
-            Metadata={"source-etag": encoded_etag or etag, "source-width": "64", "source-height": "36"},
+            Metadata={
+                "source-etag": real_etag(encoded_etag or etag),
+                "source-width": "64",
+                "source-height": "36",
+            },
         )
         return self.body(name, etag)
 
@@ -93,7 +105,7 @@ class Stage:
         return ImageMessage(
             bucket=BUCKET,
             source_key=source_key,
-            source_etag=etag,
+            source_etag=real_etag(etag),
             encoded_key=keys.encoded_key(source_key),
             width=64,
             height=36,
@@ -197,8 +209,10 @@ def stage(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stage]:
         values = {**SSM_DEFAULTS, "requests-per-minute": FAST_RPM, "tokens-per-minute": "1000000000"}
         for name, value in values.items():
             ssm.put_parameter(Name=f"{PREFIX}/{name}", Value=value, Type="String")
-        # The very client the handler will use (aws.client is cached per arguments), stubbed.
-        stubber = Stubber(bedrock.converse_caller(60.0, 2).client)
+        # One stubbed client answers every call, whatever time budget the caller chose.
+        client = boto3.client("bedrock-runtime")
+        monkeypatch.setattr(bedrock, "bedrock_client", lambda attempts, read_timeout: client)
+        stubber = Stubber(client)
         yield Stage(s3, sqs, ssm, queue_url, queue_arn, stubber)
         stubber.assert_no_pending_responses()
     _reset_caches()
@@ -253,7 +267,7 @@ def test_given_batch_with_one_throttled_record_when_handled_then_exactly_that_it
     assert record["source"] == {
         "bucket": BUCKET,
         "key": "images/batch/a.jpg",
-        "etag": "etag-a",
+        "etag": real_etag("etag-a"),
         "width": 64,
         "height": 36,
     }
@@ -261,7 +275,7 @@ def test_given_batch_with_one_throttled_record_when_handled_then_exactly_that_it
     assert record["receive_count"] == 1
     assert record["latency_ms"] >= 0
     head = stage.s3.head_object(Bucket=BUCKET, Key="captions/batch/a.jpg.json")
-    assert head["Metadata"]["source-etag"] == "etag-a"
+    assert head["Metadata"]["source-etag"] == real_etag("etag-a")
     # no error record for a throttle, and no claim left behind
     assert stage.keys_under("errors/") == []
     assert stage.keys_under("claims/") == []
@@ -302,39 +316,42 @@ def test_given_reupload_with_new_etag_when_handled_then_captioned_again_and_stal
     assert stage.invoke(stage.deliver(new, old)) == []
     # Then the new content is captioned (a second paid call, rightly) and the stale one costs nothing
     record = stage.json("captions/re.jpg.json")
-    assert (record["caption"], record["source"]["etag"]) == ("New picture.", "etag-new")
+    assert (record["caption"], record["source"]["etag"]) == ("New picture.", real_etag("etag-new"))
 
 
-def test_given_claims_held_when_handled_then_busy_waits_and_own_or_stale_claims_are_taken_over(stage):
+def test_given_claims_held_when_handled_then_live_claims_wait_whoever_holds_them_and_stale_ones_are_taken(
+    stage,
+):
     # Given three images whose claims are already present:
     busy, mine, stale = (stage.seed(f"claim/{n}.jpg", "e1") for n in ("busy", "mine", "stale"))
     records = stage.deliver(busy, mine, stale)
     now = time.time()
 
     def put_claim(name: str, message_id: str, claimed_at: float) -> None:
-        key = keys.claim_key(f"images/claim/{name}.jpg", "e1")
+        key = keys.claim_key(f"images/claim/{name}.jpg", real_etag("e1"))
         stage.s3.put_object(
             Bucket=BUCKET, Key=key, Body=json.dumps({"message_id": message_id, "claimed_at": claimed_at})
         )
 
     put_claim("busy", "another-delivery", now - 5)  # a live duplicate is working on it
-    put_claim("mine", records[1]["messageId"], now - 5)  # this message, redelivered after a crash
+    # A second copy of this very message (standard SQS can deliver one while the first still runs):
+    # the same MessageId proves nothing about whether its holder is alive (issue 11 item 3).
+    put_claim("mine", records[1]["messageId"], now - 5)
     put_claim("stale", "dead-delivery", now - 3600)  # holder died long ago (lease 900 s)
-    stage.bedrock.add_response("converse", _answer("Mine."))
     stage.bedrock.add_response("converse", _answer("Stale."))
 
     # When the batch is handled
     failed = stage.invoke(records)
 
-    # Then the busy one comes back later (no call), the other two are captioned and their claims released
-    assert failed == [records[0]["messageId"]]
-    assert list(stage.visibility) == [records[0]["receiptHandle"]]
-    assert stage.visible_ids() == {records[1]["messageId"], records[2]["messageId"]}
-    assert sorted(stage.keys_under("captions/")) == [
-        "captions/claim/mine.jpg.json",
-        "captions/claim/stale.jpg.json",
-    ]
-    assert stage.keys_under("claims/") == [keys.claim_key("images/claim/busy.jpg", "e1")]
+    # Then both live claims come back later (no call); only the expired one is taken over, captioned
+    # and released, and the live claims are left to their holders
+    assert failed == [records[0]["messageId"], records[1]["messageId"]]
+    assert set(stage.visibility) == {records[0]["receiptHandle"], records[1]["receiptHandle"]}
+    assert stage.visible_ids() == {records[2]["messageId"]}
+    assert sorted(stage.keys_under("captions/")) == ["captions/claim/stale.jpg.json"]
+    assert sorted(stage.keys_under("claims/")) == sorted(
+        keys.claim_key(f"images/claim/{n}.jpg", real_etag("e1")) for n in ("busy", "mine")
+    )
 
 
 # --------------------------------------------------------------------------- permanent errors
@@ -343,9 +360,10 @@ def test_given_claims_held_when_handled_then_busy_waits_and_own_or_stale_claims_
 @pytest.mark.parametrize(
     ("fault", "error_code"),
     [
-        ({"error": "ValidationException", "status": 400}, "model_rejected"),
-        ({"error": "AccessDeniedException", "status": 403}, "model_access_denied"),
-        ({"error": "ResourceNotFoundException", "status": 404}, "model_access_denied"),
+        (
+            {"error": "ValidationException", "status": 400, "text": "Input image is too large"},
+            "model_rejected",
+        ),
         ({"answer": _answer("", stop_reason="content_filtered")}, "model_rejected"),
         ({"answer": _answer("   ")}, "model_error"),
     ],
@@ -359,7 +377,7 @@ def test_given_permanent_model_failure_when_handled_then_error_record_once_and_n
         stage.bedrock.add_client_error(
             "converse",
             service_error_code=fault["error"],
-            service_message="no",
+            service_message=fault["text"],
             http_status_code=fault["status"],
         )
     else:
@@ -374,7 +392,7 @@ def test_given_permanent_model_failure_when_handled_then_error_record_once_and_n
     assert record["stage"] == "caption"
     assert record["error_code"] == error_code
     assert record["retryable"] is False
-    assert record["source"] == {"bucket": BUCKET, "key": "images/bad/pic.jpg", "etag": "etag-x"}
+    assert record["source"] == {"bucket": BUCKET, "key": "images/bad/pic.jpg", "etag": real_etag("etag-x")}
     assert stage.keys_under("captions/") == []
     assert stage.keys_under("claims/") == []
 
@@ -401,12 +419,16 @@ def test_given_bad_messages_and_inputs_when_handled_then_typed_records_and_only_
 ):
     # Given a batch of things that must never reach the model:
     garbage = "this is not json"
-    attributable = json.dumps({"v": 99, "source_key": "images/odd.jpg", "source_etag": "e"})
+    stage.s3.put_object(Bucket=BUCKET, Key="images/odd.jpg", Body=b"e")  # the upload it names is current
+    attributable = json.dumps({"v": 99, "source_key": "images/odd.jpg", "source_etag": real_etag("e")})
+    stage.s3.put_object(Bucket=BUCKET, Key="images/gone.jpg", Body=b"e")
     missing = stage.body("gone.jpg", "e")  # no encoded object at all
+    # A message about an upload that no longer exists: superseded, no record (nothing is current)
+    deleted = stage.body("deleted.jpg", "e")
     not_b64 = stage.seed("notb64.jpg", "e", encoded=b"%%% not base64 %%%")
     not_png = stage.seed("notpng.jpg", "e", encoded=base64.b64encode(b"GIF89a........"))
     superseded = stage.seed("newer.jpg", "e-old", encoded_etag="e-new")
-    records = stage.deliver(garbage, attributable, missing, not_b64, not_png, superseded)
+    records = stage.deliver(garbage, attributable, missing, not_b64, not_png, superseded, deleted)
 
     # When the batch is handled (the Stubber has no answers: any model call would fail the test)
     failed = stage.invoke(records)
@@ -456,7 +478,9 @@ def test_given_pacing_wait_longer_than_the_time_left_when_handled_then_batch_sto
     # rest go back to the queue without anything being slept on or called
     assert failed == [records[1]["messageId"], records[2]["messageId"]]
     assert set(stage.visibility) == {records[1]["receiptHandle"], records[2]["receiptHandle"]}
-    assert all(2 <= seconds <= 4 for seconds in stage.visibility.values())
+    # ... hidden until this worker's pacer has a slot again (60 / (0.1 / 2) = 1200 s), so waiting
+    # for a slow quota share does not use up receives (issue 11 item 5)
+    assert all(1100 <= seconds <= 1200 for seconds in stage.visibility.values()), stage.visibility
     assert stage.keys_under("captions/") == ["captions/slow/0.jpg.json"]
     assert stage.keys_under("claims/") == []
 
@@ -499,7 +523,9 @@ def test_given_caption_written_right_after_the_first_check_when_claimed_then_no_
         def head(self, key: str):
             if key == "captions/race.jpg.json" and not self.raced:
                 self.raced = True
-                real_store.put_json(key, {"caption": "Winner."}, metadata={"source-etag": "e-race"})
+                real_store.put_json(
+                    key, {"caption": "Winner."}, metadata={"source-etag": real_etag("e-race")}
+                )
                 return None
             return real_store.head(key)
 

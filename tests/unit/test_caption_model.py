@@ -157,9 +157,11 @@ def test_given_answer_without_text_when_parsed_then_model_error(output):
         ("ReadTimeoutError", None, RetryKind.TRANSIENT, None),
         ("ConnectTimeoutError", None, RetryKind.TRANSIENT, None),
         ("EndpointConnectionError", None, RetryKind.TRANSIENT, None),
-        ("ValidationException", 400, None, ErrorCode.MODEL_REJECTED),
-        ("AccessDeniedException", 403, None, ErrorCode.MODEL_ACCESS_DENIED),
-        ("ResourceNotFoundException", 404, None, ErrorCode.MODEL_ACCESS_DENIED),
+        # Issue 11 item 4: about the account or the stack, never final for the image.
+        ("AccessDeniedException", 403, RetryKind.CONFIGURATION, None),
+        ("ResourceNotFoundException", 404, RetryKind.CONFIGURATION, None),
+        ("SomeNewAuthError", 403, RetryKind.CONFIGURATION, None),
+        ("ValidationException", 400, RetryKind.CONFIGURATION, None),  # "details" names no image
     ],
 )
 def test_given_failed_call_when_classified_then_retry_or_permanent_code(code, status, retry, error_code):
@@ -169,6 +171,35 @@ def test_given_failed_call_when_classified_then_retry_or_permanent_code(code, st
     assert (verdict.retry, verdict.code) == (retry, error_code)
     assert verdict.retryable is (retry is not None)
     assert verdict.error_type == code
+
+
+@pytest.mark.parametrize(
+    ("message", "retry", "error_code"),
+    [
+        # Bedrock's messages about the image itself: final, an errors/ record.
+        ("Input image is too large", None, ErrorCode.MODEL_REJECTED),
+        ("Unable to process the provided image", None, ErrorCode.MODEL_REJECTED),
+        ("The image exceeds the max pixels allowed", None, ErrorCode.MODEL_REJECTED),
+        ("Image dimensions are not supported", None, ErrorCode.MODEL_REJECTED),
+        # About the request built from configuration: retried, dead-lettered if it persists.
+        ("The provided model identifier is invalid.", RetryKind.CONFIGURATION, None),
+        (
+            "Invocation of model ID amazon.nova-pro-v1:0 with on-demand throughput isn't supported. "
+            "Retry your request with the ID or ARN of an inference profile that contains this model.",
+            RetryKind.CONFIGURATION,
+            None,
+        ),
+        ("Malformed input request: extraneous key [topK] is not permitted", RetryKind.CONFIGURATION, None),
+        ("The maximum tokens you requested exceeds the model limit", RetryKind.CONFIGURATION, None),
+        ("Model access is not enabled for this image model", RetryKind.CONFIGURATION, None),
+        ("Something nobody has seen before", RetryKind.CONFIGURATION, None),
+    ],
+)
+def test_given_a_validation_exception_then_only_one_about_the_image_is_final(message, retry, error_code):
+    verdict = model.classify_error(
+        "ValidationException", message, http_status=400, receive_count=1, model_error_max_attempts=3
+    )
+    assert (verdict.retry, verdict.code) == (retry, error_code)
 
 
 @pytest.mark.parametrize(("receive_count", "retryable"), [(1, True), (2, True), (3, False), (7, False)])

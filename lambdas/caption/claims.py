@@ -1,0 +1,86 @@
+"""The claim: a lease on ``claims/<path>.<etag>.json`` that makes the paid model call happen once.
+
+Standard SQS may hand a second copy of a message (even with the same MessageId) to another worker
+while the first is still running, so who holds a claim says nothing about whether it is alive.
+The rules (README "Consistency rules"):
+
+- take: a create-only put (``IfNoneMatch="*"``);
+- take over: only a claim older than the lease (the caption function's timeout plus a margin, so
+  its holder's invocation has certainly ended), whoever holds it, with a put conditional on the
+  ETag read (two late-comers cannot both win);
+- release: a delete conditional on the ETag of our own put, so a release never removes a claim
+  that someone else has taken over since.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lambdas.shared import keys
+from lambdas.shared.observability import logger
+from lambdas.shared.storage import ObjectMissing, PreconditionFailed, Store
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    key: str
+    etag: str  # of our own put: the release is conditional on it
+
+
+class Claims:
+    def __init__(self, store: Store, *, lease_s: float, wall: Callable[[], float]) -> None:
+        self._store = store
+        self._lease_s = lease_s
+        self._wall = wall
+
+    def take(self, source_key: str, source_etag: str, message_id: str) -> Claim | None:
+        """Our claim, or None while a live one (younger than the lease) is held by anyone else."""
+        key = keys.claim_key(source_key, source_etag)
+        document = {
+            "message_id": message_id,
+            "claimed_at": self._wall(),
+            "source_key": source_key,
+            "source_etag": source_etag,
+        }
+        try:
+            return Claim(key, self._store.put_json(key, document, if_none_match=True))
+        except PreconditionFailed:
+            pass
+        try:
+            raw, info = self._store.get_bytes(key)
+        except ObjectMissing:
+            # Released between our put and our read: one more create-only attempt.
+            try:
+                return Claim(key, self._store.put_json(key, document, if_none_match=True))
+            except PreconditionFailed:
+                return None
+        claimed_at = claimed_at_of(raw)
+        if claimed_at is not None and self._wall() - claimed_at <= self._lease_s:
+            return None
+        try:
+            etag = self._store.put_json(key, document, if_match=info.etag)
+        except (PreconditionFailed, ObjectMissing):
+            return None  # someone else took it over (or released it) first
+        logger.info("expired claim taken over", extra={"claim_key": key, "claimed_at": claimed_at})
+        return Claim(key, etag)
+
+    def release(self, claim: Claim) -> None:
+        """Best effort: a claim left behind only delays a duplicate until its lease expires."""
+        try:
+            self._store.delete(claim.key, if_match=claim.etag)
+        except (PreconditionFailed, ObjectMissing):
+            logger.warning(
+                "claim was taken over before its release; left to its holder", extra={"claim_key": claim.key}
+            )
+        except Exception:
+            logger.warning("could not release the claim", exc_info=True)
+
+
+def claimed_at_of(raw: bytes) -> float | None:
+    """When a claim document was taken (epoch seconds); None if unreadable (treated as expired)."""
+    try:
+        return float(json.loads(raw)["claimed_at"])
+    except (ValueError, TypeError, KeyError):
+        return None
