@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lambdas.shared import keys
 from lambdas.shared.config import (
@@ -210,3 +212,55 @@ def test_given_missing_env_when_parsing_then_error_names_variable():
     )
     assert env.memory_mb == 2048
     assert env.bedrock_max_attempts == 2
+
+
+# --- issue 11 item 7: no two source keys share a derived key -----------------------------------
+
+_HEX = "0123456789abcdef"
+_DERIVERS = (keys.encoded_key, keys.caption_key, keys.error_key)
+
+
+def _hashed_form_of(source_key: str) -> str:
+    """The relative path a crafted short key would need to imitate ``source_key``'s hashed key."""
+    derived = keys.caption_key(source_key)
+    return derived[len(keys.CAPTIONS_PREFIX) : -len(keys.CAPTION_SUFFIX)]
+
+
+def test_given_a_short_key_crafted_like_a_hashed_one_then_it_does_not_collide():
+    # Given a long key that is hashed, and a short key whose path is exactly that hashed form
+    long_key = "images/" + "x" * 1010 + ".jpg"
+    crafted = "images/" + _hashed_form_of(long_key)
+    assert len(crafted.encode()) < 1024
+    assert crafted != long_key
+    # Then no derived key is shared
+    for derive in _DERIVERS:
+        assert derive(crafted) != derive(long_key)
+    assert keys.claim_key(crafted, "e" * 32) != keys.claim_key(long_key, "e" * 32)
+
+
+@st.composite
+def _crafted_keys(draw: st.DrawFn) -> str:
+    """Keys near the length limit and keys that end like a hashed form (~ + 16 hex digits)."""
+    kind = draw(st.sampled_from(["plain", "long", "hashed-looking", "imitation"]))
+    stem = draw(st.text(alphabet="ab~/é.-", min_size=1, max_size=12))
+    if kind == "plain":
+        return "images/" + stem
+    if kind == "long":
+        filler = draw(st.integers(min_value=960, max_value=1016 - len(stem.encode())))
+        return "images/" + "y" * filler + stem
+    digest = draw(st.text(alphabet=_HEX, min_size=16, max_size=16))
+    if kind == "hashed-looking":
+        return "images/" + stem + "~" + digest
+    filler = draw(st.integers(min_value=960, max_value=1000))
+    return "images/" + _hashed_form_of("images/" + "y" * filler + stem)
+
+
+@given(st.lists(_crafted_keys(), min_size=2, max_size=8, unique=True))
+@settings(max_examples=300, deadline=None)
+def test_given_any_distinct_source_keys_then_every_derived_key_is_distinct(source_keys):
+    for derive in _DERIVERS:
+        derived = [derive(k) for k in source_keys]
+        assert len(set(derived)) == len(derived)
+        assert all(len(d.encode()) <= keys.MAX_KEY_BYTES for d in derived)
+    claims = [keys.claim_key(k, "0123456789abcdef0123456789abcdef") for k in source_keys]
+    assert len(set(claims)) == len(claims)
