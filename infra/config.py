@@ -43,6 +43,7 @@ ENCODED_PREFIX = "base64_images/"
 CAPTIONS_PREFIX = "captions/"
 ERRORS_PREFIX = "errors/"
 CLAIMS_PREFIX = "claims/"
+HEALTH_PREFIX = "health/"
 CLAIMS_EXPIRE_DAYS = 1
 ABORT_MULTIPART_DAYS = 7
 

@@ -391,7 +391,11 @@ _ERRORS: Mapping[str, tuple[int, str, str]] = {
     "throttled_injected": (429, "ThrottlingException", "Too many requests, please wait before trying again."),
     "server_unavailable": (503, "ServiceUnavailableException", "The service is temporarily unavailable."),
     "server_internal": (500, "InternalServerException", "An internal server error occurred. Retry."),
-    "validation": (400, "ValidationException", "The input does not adhere to the expected standards."),
+    "validation": (
+        400,
+        "ValidationException",
+        "Unable to process the provided image: it does not adhere to the expected standards.",
+    ),
     "model_error": (424, "ModelErrorException", "The model produced an error while processing the request."),
 }
 

@@ -70,6 +70,7 @@ class Usage:
     output_tokens: int = 0
     by_model: dict[str, int] = field(default_factory=dict)
     estimated_cost_usd: float = 0.0
+    truncated: int = 0  # captions that stopped at maxTokens
 
 
 @dataclass(slots=True)
@@ -90,6 +91,8 @@ class Status:
     prices_per_1k: dict[str, float]
     dashboard: str | None
     generated_at: str
+    configuration_fault: dict[str, Any] | None = None  # health/caption.json, when recent
+    attention: list[str] = field(default_factory=list)  # plain sentences for the operator
 
 
 def queue_depth(sqs: Any, queue_url: str) -> QueueDepth:
@@ -122,6 +125,7 @@ def summarise_usage(
         usage.input_tokens += _int(tokens.get("input_tokens"))
         usage.output_tokens += _int(tokens.get("output_tokens"))
         by_model[str(record.get("model_id") or "unknown")] += 1
+        usage.truncated += 1 if record.get("truncated") is True else 0
     usage.by_model = dict(sorted(by_model.items()))
     usage.estimated_cost_usd = round(
         estimate_cost(usage.input_tokens, usage.output_tokens, input_price, output_price), 6
@@ -203,7 +207,7 @@ def collect(
     by_code = Counter(e.error_code for e in recent_errors)
 
     stack = ctx.stack
-    return Status(
+    status = Status(
         stack=stack.name,
         bucket=bucket,
         region=stack.region,
@@ -220,7 +224,46 @@ def collect(
         prices_per_1k={"input": input_price, "output": output_price},
         dashboard=stack.dashboard_name,
         generated_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        configuration_fault=read_configuration_fault(s3, bucket, datetime.now(UTC).timestamp()),
     )
+    status.attention = attention_sentences(status)
+    return status
+
+
+# A configuration fault older than this is history, not news (the alarm has the full record).
+CONFIGURATION_FAULT_RECENT_S = 3600
+
+
+def read_configuration_fault(s3: Any, bucket: str, now_epoch: float) -> dict[str, Any] | None:
+    """The caption stage's latest configuration fault, if it happened in the last hour."""
+    records, _ = read_records(s3, bucket, [keys.CAPTION_HEALTH_KEY], 1)
+    document = records.get(keys.CAPTION_HEALTH_KEY)
+    if not document:
+        return None
+    epoch = document.get("epoch")
+    if not isinstance(epoch, int | float) or now_epoch - float(epoch) > CONFIGURATION_FAULT_RECENT_S:
+        return None
+    return document
+
+
+def attention_sentences(status: Status) -> list[str]:
+    """What an operator should do now, one plain sentence each."""
+    out: list[str] = []
+    fault = status.configuration_fault
+    if fault:
+        waiting = sum(q.total for q in (status.caption_queue, status.dead_letter_queue) if q is not None)
+        out.append(
+            f"Bedrock refused caption calls for a configuration reason at {fault.get('occurred_at')} "
+            f"({fault.get('error_type')}: {fault.get('message')}) for model {fault.get('model_id')}; "
+            f"{waiting} message(s) wait in the queues and nothing was written off: enable model access "
+            "or fix the SSM model-id, then run `imgcap redrive`."
+        )
+    if status.usage is not None and status.usage.truncated:
+        out.append(
+            f'{status.usage.truncated} caption(s) stopped at maxTokens ("truncated": true): raise the SSM '
+            "max-tokens parameter and `imgcap reprocess` them if you need complete descriptions."
+        )
+    return out
 
 
 def as_json(status: Status) -> str:
@@ -270,6 +313,7 @@ def as_text(status: Status) -> str:
             lines.append("  by model: " + ", ".join(f"{m} {n}" for m, n in u.by_model.items()))
     if status.dashboard:
         lines.append(f"dashboard: {status.dashboard}")
+    lines.extend(f"attention: {sentence}" for sentence in status.attention)
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from infra.config import (
     CLAIMS_PREFIX,
     ENCODED_PREFIX,
     ERRORS_PREFIX,
+    HEALTH_PREFIX,
     IMAGES_PREFIX,
     StackConfig,
     bedrock_invoke_resources,
@@ -76,11 +77,12 @@ class CaptionStage(Construct):
         role = pipeline_function.role
         # Reads the encoded image; HEADs the upload (is this version still current?) and an existing
         # caption or final error record (dedupe); writes the caption or an error record; takes,
-        # reads and releases the claim that makes the paid model call happen once.
+        # reads and releases the claim that makes the paid model call happen once; notes a
+        # configuration fault in health/caption.json for `imgcap status`.
         storage.grant_objects(
             role,
             read=[IMAGES_PREFIX, ENCODED_PREFIX, CAPTIONS_PREFIX, ERRORS_PREFIX, CLAIMS_PREFIX],
-            write=[CAPTIONS_PREFIX, ERRORS_PREFIX, CLAIMS_PREFIX],
+            write=[CAPTIONS_PREFIX, ERRORS_PREFIX, CLAIMS_PREFIX, HEALTH_PREFIX],
             delete=[CLAIMS_PREFIX],
         )
         configuration.grant_read(role)

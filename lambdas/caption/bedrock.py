@@ -40,13 +40,19 @@ def bedrock_client(max_attempts: int, read_timeout_s: float) -> Any:
 def call_limits(budget_s: float, read_timeout_s: float, max_attempts: int) -> tuple[int, float] | None:
     """(attempts, read timeout) whose worst case, attempts x (connect + read), fits in ``budget_s``.
 
-    Fewer attempts before a shorter read timeout: a second attempt is worth less than a first one
-    that may take as long as the model needs. None when not even one attempt of the minimum fits.
+    The configured read timeout when it fits; else a shorter one, rounded down to whole steps so an
+    environment keeps few clients. Fewer attempts before a read timeout below the minimum: a second
+    attempt is worth less than a first one that may take as long as the model needs. None when not
+    even one attempt of the minimum (or of the configured timeout, if smaller) fits.
     """
+    floor_s = min(MIN_READ_TIMEOUT_S, read_timeout_s)
     for attempts in range(max(max_attempts, 1), 0, -1):
         per_attempt = budget_s / attempts - aws.CONNECT_TIMEOUT_S
-        read = min(read_timeout_s, math.floor(per_attempt / READ_TIMEOUT_STEP_S) * READ_TIMEOUT_STEP_S)
-        if read >= MIN_READ_TIMEOUT_S:
+        if per_attempt >= read_timeout_s:
+            return attempts, read_timeout_s
+        step = READ_TIMEOUT_STEP_S if per_attempt >= READ_TIMEOUT_STEP_S else 1.0
+        read = math.floor(per_attempt / step) * step
+        if read >= floor_s:
             return attempts, read
     return None
 

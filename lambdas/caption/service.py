@@ -57,6 +57,8 @@ from lambdas.shared.versions import Published, Version, publish, publish_error_r
 STAGE = "caption"
 # Kept free at the end of an invocation for the caption write, the claim release and the response.
 SAFETY_MARGIN_S = 5.0
+# A configuration fault is noted in ``health/caption.json`` at most this often per environment.
+HEALTH_NOTE_INTERVAL_S = 60.0
 
 
 class Outcome(StrEnum):
@@ -136,6 +138,30 @@ class CaptionWorker:
         self.wall = wall
         self.rand = rand
         self.safety_margin_s = safety_margin_s
+        self._health_noted_at: float | None = None
+
+    def note_configuration_fault(self, code: str, message: str, model_id: str) -> None:
+        """Record the latest configuration fault for ``imgcap status`` (best effort, rate-limited).
+
+        Every image it hit waits in the queue (then the DLQ); this one document is what tells the
+        operator why, in words, without reading logs.
+        """
+        now = self.wall()
+        if self._health_noted_at is not None and now - self._health_noted_at < HEALTH_NOTE_INTERVAL_S:
+            return
+        self._health_noted_at = now
+        document = {
+            "kind": "configuration_fault",
+            "error_type": code,
+            "message": message,
+            "model_id": model_id,
+            "occurred_at": utc_now_iso(),
+            "epoch": now,
+        }
+        try:
+            self.store.put_json(keys.CAPTION_HEALTH_KEY, document)
+        except Exception:
+            logger.warning("could not write the health record", exc_info=True)
 
     def begin(self, settings: CaptionSettings, remaining_ms: Callable[[], int]) -> Batch:
         """Start one invocation: apply the current pacing settings (state kept) and its deadline."""
@@ -153,6 +179,7 @@ class Batch:
         self._s = settings
         self._remaining_ms = remaining_ms
         self.stopped = False
+        self._handed_back = 0
 
     # ------------------------------------------------------------------ the use case
 
@@ -307,6 +334,8 @@ class Batch:
         if verdict.retry is None:
             code = verdict.code or ErrorCode.MODEL_ERROR
             return self._reject(message, code, verdict.message, verdict.error_type, **called)
+        if verdict.retry is RetryKind.CONFIGURATION:
+            self._w.note_configuration_fault(exc.code, exc.message, self._s.model.model_id)
         visibility = self._backoff(delivery)
         self._change_visibility(delivery, visibility)
         return self._done(
@@ -392,12 +421,16 @@ class Batch:
     def _stop(
         self, delivery: Delivery, message: ImageMessage | None, reason: str, *, hide_s: float = 0.0
     ) -> Result:
-        """Hand this and every later record back: soon, or when the pacer will have a slot.
+        """Hand this and every later record back: soon, or when the pacer will have a slot for it.
 
         Hiding a message for the pacing wait (not 2-4 s) is what keeps a slow quota share from
         using up ``maxReceiveCount`` with receives that could never have made a call.
         """
         self.stopped = True
+        # This worker makes one call per pacing interval: the k-th record it hands back cannot be
+        # its call before k further intervals, so it is hidden until then (not all until the next).
+        hide_s += self._handed_back * self._w.pacer.request_interval_s
+        self._handed_back += 1
         visibility = max(requeue_soon(self._w.rand), min(math.ceil(hide_s), MAX_VISIBILITY_S))
         self._change_visibility(delivery, visibility)
         source_key, source_etag = (

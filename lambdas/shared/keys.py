@@ -14,6 +14,10 @@ ENCODED_PREFIX = "base64_images/"
 CAPTIONS_PREFIX = "captions/"
 ERRORS_PREFIX = "errors/"
 CLAIMS_PREFIX = "claims/"
+# One small document per stage about the pipeline itself (not about an image): the caption stage's
+# latest configuration fault, which ``imgcap status`` turns into one sentence.
+HEALTH_PREFIX = "health/"
+CAPTION_HEALTH_KEY = f"{HEALTH_PREFIX}caption.json"
 
 ENCODED_SUFFIX = ".txt"
 CAPTION_SUFFIX = ".json"

@@ -123,26 +123,24 @@ class Stage:
             got.update({m["MessageId"]: m for m in batch if m["MessageId"] in sent})
             if len(got) == len(sent):
                 break
-        records = []
-        for message_id in sent:
-            m = got[message_id]
-            attributes = dict(m["Attributes"])
-            if receive_count is not None:
-                attributes["ApproximateReceiveCount"] = str(receive_count)
-            records.append(
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": attributes,
-                    "messageAttributes": {},
-                    "md5OfBody": m["MD5OfBody"],
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": self.queue_arn,
-                    "awsRegion": "us-east-1",
-                }
-            )
-        return records
+        return [self.as_record(got[message_id], receive_count) for message_id in sent]
+
+    def as_record(self, m: dict[str, Any], receive_count: int | None = None) -> dict[str, Any]:
+        """One received SQS message as the Lambda SQS event record of it."""
+        attributes = dict(m["Attributes"])
+        if receive_count is not None:
+            attributes["ApproximateReceiveCount"] = str(receive_count)
+        return {
+            "messageId": m["MessageId"],
+            "receiptHandle": m["ReceiptHandle"],
+            "body": m["Body"],
+            "attributes": attributes,
+            "messageAttributes": {},
+            "md5OfBody": m["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self.queue_arn,
+            "awsRegion": "us-east-1",
+        }
 
     def invoke(self, records: list[dict[str, Any]], timeout_s: float = 120.0) -> list[str]:
         """Run the handler; return the failed message ids (batchItemFailures)."""
@@ -537,3 +535,92 @@ def test_given_caption_written_right_after_the_first_check_when_claimed_then_no_
     assert worker.store.raced
     assert stage.json("captions/race.jpg.json")["caption"] == "Winner."
     assert stage.keys_under("claims/") == []
+
+
+# --------------------------------------------------------------------------- configuration faults
+
+
+def test_given_model_access_denied_when_fixed_and_redriven_then_every_image_is_captioned(stage):
+    """Issue 11 item 4: a configuration mistake never writes off the backlog."""
+    from imgcap.ops.aws import AwsClients
+    from imgcap.ops.context import OpsContext
+    from imgcap.ops.redrive import move_messages
+    from imgcap.ops.stack import StackRef
+    from imgcap.ops.status import attention_sentences, collect
+    from lambdas.caption.service import HEALTH_NOTE_INTERVAL_S
+
+    # Given a caption queue that dead-letters after 2 receives, and three queued images
+    dlq_url = stage.sqs.create_queue(QueueName="caption-test-dlq")["QueueUrl"]
+    dlq_arn = stage.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    stage.sqs.set_queue_attributes(
+        QueueUrl=stage.queue_url,
+        Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"})},
+    )
+    bodies = [stage.seed(f"denied/{n}.jpg", f"e-{n}") for n in range(3)]
+    for body in bodies:
+        stage.sqs.send_message(QueueUrl=stage.queue_url, MessageBody=body)
+
+    # When Bedrock denies access on every call (model access not enabled) ...
+    for _ in range(2):
+        received = stage.sqs.receive_message(
+            QueueUrl=stage.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]
+        ).get("Messages", [])
+        assert len(received) == 3
+        for _ in received:
+            stage.bedrock.add_client_error(
+                "converse",
+                service_error_code="AccessDeniedException",
+                service_message="You don't have access to the model with the specified model ID.",
+                http_status_code=403,
+            )
+        failed = stage.invoke([stage.as_record(m) for m in received])
+        # ... every delivery is a retryable failure: backed off, no error record
+        assert sorted(failed) == sorted(m["MessageId"] for m in received)
+        assert stage.keys_under("errors/") == []
+        for m in received:  # let the backoff pass at once
+            stage.sqs.change_message_visibility(
+                QueueUrl=stage.queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=0
+            )
+    # Then the receives that are left move them to the DLQ, nothing written off ...
+    assert stage.sqs.receive_message(QueueUrl=stage.queue_url, MaxNumberOfMessages=10).get("Messages") is None
+    assert (
+        int(
+            stage.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["ApproximateNumberOfMessages"])[
+                "Attributes"
+            ]["ApproximateNumberOfMessages"]
+        )
+        == 3
+    )
+    assert stage.keys_under("errors/") == []
+    assert stage.keys_under("captions/") == []
+    # ... and `imgcap status` says what happened in one sentence, with the fix
+    health = stage.json("health/caption.json")
+    assert health["error_type"] == "AccessDeniedException"
+    assert HEALTH_NOTE_INTERVAL_S >= 1  # rate-limited: one write per environment per interval
+
+    ctx = OpsContext(
+        clients=AwsClients(),  # inside mock_aws: moto answers
+        stack=StackRef("CaptionTest", "us-east-1", BUCKET, stage.queue_url, dlq_url),
+        out=io.StringIO(),
+        err=io.StringIO(),
+    )
+    status = collect(ctx, read_usage=False)
+    [sentence] = attention_sentences(status)
+    assert "AccessDeniedException" in sentence
+    assert "3 message(s) wait" in sentence
+    assert "imgcap redrive" in sentence
+
+    # When the operator enables model access and redrives
+    assert move_messages(stage.sqs, dlq_url, stage.queue_url, wait_seconds=0).moved == 3
+    received = stage.sqs.receive_message(
+        QueueUrl=stage.queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]
+    ).get("Messages", [])
+    for _ in received:
+        stage.bedrock.add_response("converse", _answer("Captioned after the fix."))
+    assert stage.invoke([stage.as_record(m) for m in received]) == []
+
+    # Then every image is captioned, once
+    assert sorted(stage.keys_under("captions/")) == [f"captions/denied/{n}.jpg.json" for n in range(3)]
+    assert stage.keys_under("errors/") == []
