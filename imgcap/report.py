@@ -91,10 +91,17 @@ def _caption_card(entry: ReportEntry) -> str:
         ("captioned", record.get("captioned_at")),
     ]
     meta = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts if v not in (None, ""))
+    truncated = record.get("truncated") is True
+    badge = (
+        '<p class="truncated">truncated: the model stopped at maxTokens (raise max-tokens in SSM)</p>'
+        if truncated
+        else ""
+    )
+    classes = "card truncated-card" if truncated else "card"
     return (
-        f'<article class="card" id="{_e(entry.source_key)}">'
+        f'<article class="{classes}" id="{_e(entry.source_key)}">'
         f'<div class="pic">{_img_tag(entry)}</div>'
-        f'<div class="text"><h3>{_e(entry.source_key)}</h3>'
+        f'<div class="text"><h3>{_e(entry.source_key)}</h3>{badge}'
         f'<p class="caption">{_e(record.get("caption"))}</p><dl>{meta}</dl></div></article>'
     )
 
@@ -111,6 +118,7 @@ def _failure_row(entry: ReportEntry) -> str:
 _SUMMARY_TILES = (
     ("images", "images"),
     ("captioned", "captioned"),
+    ("truncated", "truncated"),
     ("rejected", "rejected"),
     ("dead_lettered", "dead-lettered"),
     ("lost", "lost"),
@@ -136,6 +144,7 @@ box-shadow:0 1px 2px #0002}.pic{flex:0 0 360px;display:flex;align-items:center;j
 background:#eceff3;border-radius:6px;min-height:120px}.pic img{max-width:360px;max-height:360px;display:block}
 .text{flex:1;min-width:0}.text h3{margin:0 0 8px;font-size:14px;font-family:ui-monospace,monospace;
 word-break:break-all}.caption{font-size:15px;line-height:1.5;margin:0 0 10px}
+.truncated{color:#8a4b00;background:#fff3e0;border-radius:4px;padding:2px 6px;font-size:13px;margin:0 0 6px}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;font-size:12px;color:#5b6673;margin:0}
 dt{font-weight:600}dd{margin:0}table{border-collapse:collapse;width:100%;background:#fff;border-radius:8px}
 td,th{padding:8px 10px;border-bottom:1px solid #e3e7ec;text-align:left;font-size:13px;vertical-align:top}

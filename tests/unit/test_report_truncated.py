@@ -1,0 +1,52 @@
+"""Issue 11 item 9: a caption cut at maxTokens is marked in the report, a complete one is not."""
+
+from __future__ import annotations
+
+import pytest
+
+from imgcap.ops.status import Status, Usage, attention_sentences
+from imgcap.report import ReportEntry, render_report
+
+pytestmark = pytest.mark.unit
+
+
+def _entry(key: str, truncated: bool) -> ReportEntry:
+    record = {"caption": f"About {key}", "stop_reason": "max_tokens" if truncated else "end_turn"}
+    record["truncated"] = truncated
+    return ReportEntry(source_key=key, image_bytes=None, caption=record, error=None)
+
+
+def test_given_a_truncated_caption_then_only_its_card_carries_the_badge():
+    page = render_report(
+        [_entry("images/cut.jpg", True), _entry("images/whole.jpg", False)],
+        title="t",
+        summary={"images": 2, "captioned": 2, "truncated": 1},
+    )
+    assert page.count('class="truncated"') == 1
+    cut = page[page.index('id="images/cut.jpg"') :]
+    assert cut.index('class="truncated"') < cut.index("About images/cut.jpg")
+    assert "<b>1</b><span>truncated</span>" in page
+
+
+def test_given_truncated_captions_then_status_says_how_to_raise_max_tokens():
+    status = Status(
+        stack="S",
+        bucket="b",
+        region=None,
+        prefixes={},
+        pending=0,
+        pending_examples=[],
+        stale_captions=0,
+        caption_queue=None,
+        dead_letter_queue=None,
+        errors_total=0,
+        recent_errors_by_code={},
+        recent_errors=[],
+        usage=Usage(captions_read=3, truncated=2),
+        prices_per_1k={"input": 0.0008, "output": 0.0032},
+        dashboard=None,
+        generated_at="2026-12-01T08:00:00Z",
+    )
+    [sentence] = attention_sentences(status)
+    assert sentence.startswith("2 caption(s) stopped at maxTokens")
+    assert "max-tokens" in sentence
