@@ -1,10 +1,14 @@
-"""A small progress reporter for long operator and local-runtime jobs.
+"""The CLI's one progress display: tqdm, with one policy for terminals and for logs.
 
-On a terminal it draws one bar that rewrites itself with ``\\r``. Anywhere else (a pipe, a CI log,
-a file) it prints plain lines, at most one every ``interval_s`` seconds plus a final line, with no
-control characters, so logs stay readable. Thread-safe: worker threads call ``advance``.
+Why a wrapper around tqdm: the policy lives in one place. On a terminal tqdm redraws one line in
+place (``\\r``) at most ten times a second, with a bar and an ETA when the total is known; the line
+is fitted to the terminal's width on every redraw (status fields are dropped from the end, then
+the bar), so nothing wraps and nothing is left behind. Anywhere else (a pipe, a CI log, a file)
+tqdm's own output is discarded and each display becomes one plain line, at most one every
+``interval_s`` seconds plus a final line, with no control characters. Thread-safe: worker threads
+call ``advance``.
 
-    with Progress("upload", total=len(files)) as progress:
+    with Progress("upload", total=len(files), unit="file") as progress:
         for f in files:
             ...
             progress.advance(outcome="uploaded")
@@ -12,26 +16,98 @@ control characters, so logs stay readable. Thread-safe: worker threads call ``ad
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Sequence
 from types import TracebackType
-from typing import TextIO
+from typing import Any, TextIO
 
-_TTY_REFRESH_S = 0.1  # redraw the bar at most ten times a second
-_DEFAULT_LINE_INTERVAL_S = 10.0
-_BAR_WIDTH = 28
+from tqdm import tqdm
+from tqdm.utils import disp_len
+
+TTY_INTERVAL_S = 0.1  # redraw a terminal line at most ten times a second
+LINE_INTERVAL_S = 10.0  # a log gets a line at most this often
+MIN_BAR = 8  # a bar narrower than this is dropped instead
+
+# "{postfix}" is tqdm's: ", " and the status fields, or "" when there are none.
+_BAR = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+_NO_BAR = "{desc}: {n_fmt}/{total_fmt} ({percentage:.0f}%) [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+_NO_TOTAL = "{desc}: {n_fmt} [{elapsed}, {rate_fmt}{postfix}]"
 
 
-def _is_terminal(stream: TextIO) -> bool:
+def is_terminal(stream: TextIO) -> bool:
     isatty = getattr(stream, "isatty", None)
     try:
         return bool(isatty()) if callable(isatty) else False
     except (OSError, ValueError):
         return False
+
+
+def terminal_columns(stream: TextIO) -> int:
+    """The width of the terminal behind ``stream`` (COLUMNS or 80 when it cannot be asked)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):
+        return shutil.get_terminal_size((80, 24)).columns
+
+
+class _Discard:
+    """Where tqdm's own output goes off a terminal: nowhere (the meter prints plain lines itself)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+class _Meter(tqdm):
+    """tqdm with ``display`` (its documented override point) following the policy above."""
+
+    monitor_interval = 0  # no monitor thread: every meter has a fixed refresh interval
+
+    def __init__(self, *, fields: list[str], plain: TextIO | None, **kwargs: Any) -> None:
+        self.fields = fields
+        self._plain = plain  # the log stream off a terminal; None on a terminal
+        self._ready = False  # tqdm displays once from __init__: a log does not want a 0% line
+        super().__init__(**kwargs)
+        self._ready = True
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        if self._plain is not None:
+            if self._ready and msg is None:
+                self.postfix = ", ".join(self.fields)
+                self.bar_format = _NO_BAR if self.total else _NO_TOTAL
+                self._plain.write(self.format_meter(**{**self.format_dict, "ncols": None}) + "\n")
+                self._plain.flush()
+            return True
+        self._fit(max(20, terminal_columns(self.fp) - 1))  # the last column would wrap on some
+        return bool(super().display(msg, pos))
+
+    def _fit(self, columns: int) -> None:
+        """Choose the fields and the bar so the line fits ``columns`` (tqdm trims what still doesn't)."""
+        self.ncols = columns
+        if not self.total:
+            self.bar_format = _NO_TOTAL
+            self.postfix = self._longest(_NO_TOTAL, columns) or ""
+            return
+        with_bar = self._longest(_BAR.replace("{bar}", " " * MIN_BAR), columns)
+        if with_bar is not None:
+            self.bar_format, self.postfix = _BAR, with_bar
+        else:
+            self.bar_format, self.postfix = _NO_BAR, self._longest(_NO_BAR, columns) or ""
+
+    def _longest(self, bar_format: str, columns: int) -> str | None:
+        """The postfix of the most leading fields that fit; None when the line is too long without any."""
+        state = {**self.format_dict, "ncols": None, "bar_format": bar_format}
+        for keep in range(len(self.fields), -1, -1):
+            postfix = ", ".join(self.fields[:keep])
+            if disp_len(self.format_meter(**{**state, "postfix": postfix})) <= columns:
+                return postfix
+        return None
 
 
 class Progress:
@@ -43,27 +119,37 @@ class Progress:
         total: int | None = None,
         *,
         stream: TextIO | None = None,
-        interval_s: float = _DEFAULT_LINE_INTERVAL_S,
+        unit: str = "it",
+        interval_s: float | None = None,
         tty: bool | None = None,
-        clock: Callable[[], float] = time.monotonic,
         enabled: bool = True,
     ) -> None:
         self.label = label
-        self.total = total
         self._stream = stream if stream is not None else sys.stderr
-        self._tty = _is_terminal(self._stream) if tty is None else tty
-        self._interval_s = _TTY_REFRESH_S if self._tty else max(0.0, interval_s)
-        self._clock = clock
-        self._enabled = enabled
+        self._tty = is_terminal(self._stream) if tty is None else tty
+        if interval_s is None:
+            interval_s = TTY_INTERVAL_S if self._tty else LINE_INTERVAL_S
         self._lock = threading.Lock()
         self._done = 0
         self._outcomes: Counter[str] = Counter()
-        self._started = clock()
-        # A terminal gets the bar at once; a log gets its first line only after one interval, so a
-        # short job prints just its final line.
-        self._last_emit: float | None = None if self._tty else self._started
-        self._closed = False
-        self._drawn_width = 0
+        self._fields: list[str] = []
+        self._meter: _Meter | None = None
+        if enabled:
+            self._meter = _Meter(
+                fields=self._fields,
+                plain=None if self._tty else self._stream,
+                file=self._stream if self._tty else _Discard(),
+                desc=label,
+                total=total,
+                unit=unit,
+                mininterval=max(0.0, interval_s),
+                miniters=0,  # not adaptive: a redraw is due on time alone, also for new fields
+                position=0,  # never nested: one line
+                leave=True,
+                dynamic_ncols=False,  # _Meter fits the width itself on every redraw
+                ascii=None if self._tty else True,
+                bar_format=_BAR if total else _NO_TOTAL,
+            )
 
     # -- counting -------------------------------------------------------------------------------
     @property
@@ -75,9 +161,14 @@ class Progress:
         with self._lock:
             return dict(self._outcomes)
 
+    @property
+    def total(self) -> int | None:
+        return None if self._meter is None else self._meter.total
+
     def set_total(self, total: int | None) -> None:
         with self._lock:
-            self.total = total
+            if self._meter is not None:
+                self._meter.total = total
 
     def advance(self, n: int = 1, outcome: str | None = None) -> None:
         """Record ``n`` finished items (of kind ``outcome``) and redraw when it is time to."""
@@ -85,17 +176,37 @@ class Progress:
             self._done += n
             if outcome:
                 self._outcomes[outcome] += n
-            now = self._clock()
-            if self._last_emit is None or now - self._last_emit >= self._interval_s:
-                self._emit(now, final=False)
+                self._fields[:] = [f"{k} {v}" for k, v in sorted(self._outcomes.items())]
+            if self._meter is not None:
+                self._meter.update(n)
+
+    def update_to(self, done: int, fields: Sequence[str] = ()) -> None:
+        """Set the count to ``done`` and the status fields (most important first; a terminal
+        shows as many as fit), and redraw when it is time to."""
+        with self._lock:
+            step, self._done = done - self._done, done
+            self._fields[:] = list(fields)
+            if self._meter is not None:
+                self._meter.update(step)
+
+    def write(self, text: str) -> None:
+        """Print a message on its own lines without breaking a bar that is being drawn."""
+        with self._lock:
+            live = self._tty and self._meter is not None and not self._meter.disable
+            if live:
+                assert self._meter is not None
+                self._meter.clear()
+            self._stream.write(text.rstrip("\n") + "\n")
+            self._stream.flush()
+            if live:
+                assert self._meter is not None
+                self._meter.refresh()
 
     def close(self) -> None:
         """Print the final state once (a last line, or the finished bar and a newline)."""
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._emit(self._clock(), final=True)
+            if self._meter is not None:
+                self._meter.close()
 
     def __enter__(self) -> Progress:
         return self
@@ -107,43 +218,3 @@ class Progress:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    # -- rendering ------------------------------------------------------------------------------
-    def render(self, now: float | None = None) -> str:
-        """The status text without any control characters (also what a non-terminal sees)."""
-        elapsed = max(0.0, (self._clock() if now is None else now) - self._started)
-        parts = [f"{self.label}:"]
-        if self.total:
-            pct = min(100.0, 100.0 * self._done / self.total)
-            parts.append(f"{self._done}/{self.total} ({pct:.0f}%)")
-        else:
-            parts.append(f"{self._done}")
-        if self._outcomes:
-            parts.append("[" + ", ".join(f"{k} {v}" for k, v in sorted(self._outcomes.items())) + "]")
-        rate = self._done / elapsed if elapsed > 0 else 0.0
-        parts.append(f"{elapsed:.1f}s")
-        if rate > 0:
-            parts.append(f"{rate:.1f}/s")
-        return " ".join(parts)
-
-    def _bar(self) -> str:
-        if not self.total:
-            return ""
-        filled = min(_BAR_WIDTH, int(_BAR_WIDTH * self._done / self.total))
-        return "[" + "#" * filled + "-" * (_BAR_WIDTH - filled) + "] "
-
-    def _emit(self, now: float, *, final: bool) -> None:
-        if not self._enabled:
-            return
-        self._last_emit = now
-        text = self.render(now)
-        if self._tty:
-            line = self._bar() + text
-            columns = shutil.get_terminal_size((100, 20)).columns
-            line = line[: max(20, columns - 1)]
-            pad = " " * max(0, self._drawn_width - len(line))
-            self._drawn_width = len(line)
-            self._stream.write("\r" + line + pad + ("\n" if final else ""))
-        else:
-            self._stream.write(text + "\n")
-        self._stream.flush()

@@ -43,7 +43,7 @@ def _batch_size(text: str) -> int:
 
 
 def register(subparsers: Any) -> None:
-    from imgcap.local.runtime import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_RPM, DEFAULT_TIMEOUT_S
+    from imgcap.local.options import DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY, DEFAULT_RPM, DEFAULT_TIMEOUT_S
 
     parser = subparsers.add_parser(
         "local",
@@ -105,7 +105,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from imgcap.local.runtime import LocalOptions, LocalRunError, run_local
+    from imgcap.local.options import LocalOptions, LocalRunError
+    from imgcap.local.runtime import run_local
 
     try:
         faults = parse_faults(args.faults)

@@ -112,7 +112,9 @@ def _read(ctx: OpsContext, prefix: str, concurrency: int) -> tuple[dict[str, dic
     s3, bucket = ctx.clients.s3, ctx.stack.bucket
     record_keys = [o.key for o in list_objects(s3, bucket, prefix) if o.key.endswith(".json")]
     show = len(record_keys) >= _PROGRESS_FROM
-    with Progress(f"reading {prefix}", len(record_keys), stream=ctx.err, enabled=show) as progress:
+    with Progress(
+        f"reading {prefix}", len(record_keys), stream=ctx.err, unit="record", enabled=show
+    ) as progress:
         documents, failures = read_records(
             s3, bucket, record_keys, concurrency, on_done=lambda _k, _r: progress.advance()
         )

@@ -121,7 +121,7 @@ def run(ctx: OpsContext, *, max_messages: int = DEFAULT_MAX) -> RedriveResult:
     sqs = ctx.clients.sqs
     before = queue_depth(sqs, dlq_url)
     total = min(max_messages, before.visible) if before.visible else None
-    with Progress("redrive", total=total, stream=ctx.err) as progress:
+    with Progress("redrive", total=total, stream=ctx.err, unit="msg") as progress:
         result = move_messages(sqs, dlq_url, queue_url, max_messages=max_messages, progress=progress)
     for reason in result.failures:
         ctx.err.write(f"imgcap redrive: not moved: {reason}\n")

@@ -96,7 +96,7 @@ def run(
         return result
 
     stamp = utc_now_iso()
-    with Progress("reprocess", total=len(images), stream=ctx.err) as progress:
+    with Progress("reprocess", total=len(images), stream=ctx.err, unit="img") as progress:
         for image, outcome in map_concurrently(
             lambda o: retrigger(s3, bucket, o, reencode=reencode, stamp=stamp),
             images,

@@ -179,7 +179,7 @@ def run(
         ctx.say(f"dry run: {len(files)} file(s) would be synced to {destination} (nothing sent)")
         return summary
 
-    with Progress("upload", total=len(files), stream=ctx.err) as progress:
+    with Progress("upload", total=len(files), stream=ctx.err, unit="file") as progress:
 
         def work(f: LocalFile) -> str:
             try:

@@ -1,9 +1,19 @@
-"""imgcap.progress: a bar on a terminal, sparse plain lines elsewhere. A fake clock, no sleeping."""
+"""imgcap.progress: plain lines off a terminal; on a real pseudo-terminal, one line redrawn in place
+that fits the width. No sleeping and no timing assertions: intervals are 0 (every update draws) or
+effectively infinite (only the final state draws)."""
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
+import pty
+import re
+import select
+import struct
+import termios
 import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -11,85 +21,92 @@ from imgcap.progress import Progress
 
 pytestmark = pytest.mark.unit
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_non_terminal_prints_at_most_one_line_per_interval_and_a_final_line() -> None:
-    # Given a log stream (not a terminal) and a 10 s interval
-    clock, stream = FakeClock(), io.StringIO()
-    progress = Progress("upload", total=100, stream=stream, interval_s=10, clock=clock)
-
-    # When 100 items finish over 25 s, one every 0.25 s
-    for _ in range(100):
-        clock.now += 0.25
-        progress.advance(outcome="uploaded")
-    progress.close()
-
-    # Then there is a line at 10 s and at 20 s, plus the final one, and no control characters
-    lines = stream.getvalue().splitlines()
-    assert lines == [
-        "upload: 40/100 (40%) [uploaded 40] 10.0s 4.0/s",
-        "upload: 80/100 (80%) [uploaded 80] 20.0s 4.0/s",
-        "upload: 100/100 (100%) [uploaded 100] 25.0s 4.0/s",
-    ]
-    assert "\r" not in stream.getvalue()
-    assert "\x1b" not in stream.getvalue()
+NEVER = 1e9  # an interval no test run reaches: only the final line is drawn
+CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # everything but \n
+LOCAL_FIELDS = [
+    "captioned 4",
+    "errors 1",
+    "30.0 captions/min",
+    "uploaded 12/12",
+    "resized 12",
+    "model calls 5 (throttled 0)",
+]
 
 
-def test_short_job_on_a_non_terminal_prints_only_its_final_line_once() -> None:
-    # Given a job that ends within one interval, when closed twice, then exactly one line appears
-    clock, stream = FakeClock(), io.StringIO()
-    with Progress("redrive", total=3, stream=stream, clock=clock) as progress:
+def assert_plain(text: str) -> None:
+    assert not CONTROL.search(text), repr(text)
+
+
+# -- off a terminal ----------------------------------------------------------------------------------
+def test_off_a_terminal_every_draw_is_one_plain_line_with_an_eta() -> None:
+    # Given a log stream (not a terminal) and no minimum interval
+    stream = io.StringIO()
+
+    # When 4 items finish, then one plain line per update plus the final line, without control chars
+    with Progress("upload", total=4, stream=stream, unit="file", interval_s=0) as progress:
+        for outcome in ("uploaded", "skipped", "uploaded", "uploaded"):
+            progress.advance(outcome=outcome)
+    out = stream.getvalue()
+    assert_plain(out)
+    lines = out.splitlines()
+    assert len(lines) == 5
+    assert lines[0].startswith("upload: 1/4 (25%) [00:00<")  # elapsed<remaining: the ETA
+    assert lines[0].endswith(", uploaded 1]")
+    assert lines[-1].startswith("upload: 4/4 (100%) [00:00<00:00, ")
+    assert lines[-1].endswith("file/s, skipped 1, uploaded 3]")
+
+
+def test_off_a_terminal_a_job_within_one_interval_prints_only_its_final_line_once() -> None:
+    # Given the usual sparse interval, when a job ends before it and is closed twice, then one line
+    stream = io.StringIO()
+    with Progress("redrive", total=3, stream=stream, unit="msg", interval_s=NEVER) as progress:
         progress.advance(2, outcome="moved")
         progress.advance(outcome="failed")
     progress.close()
-    assert stream.getvalue() == "redrive: 3/3 (100%) [failed 1, moved 2] 0.0s\n"
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("redrive: 3/3 (100%)")
+    assert lines[0].endswith(", failed 1, moved 2]")
 
 
-def test_terminal_rewrites_one_bar_in_place_and_ends_with_a_newline() -> None:
-    # Given a terminal
-    clock, stream = FakeClock(), io.StringIO()
-    progress = Progress("reprocess", total=4, stream=stream, tty=True, clock=clock)
+def test_off_a_terminal_all_fields_are_printed_and_messages_are_plain_lines_in_order() -> None:
+    # Given the local runtime's live line (absolute counts and many fields) and a message meanwhile
+    stream = io.StringIO()
+    with Progress("local", total=12, stream=stream, unit="img", interval_s=NEVER) as progress:
+        progress.update_to(3, LOCAL_FIELDS)
+        progress.write("(refresh failed, retrying: boom)")
+        progress.update_to(5, LOCAL_FIELDS)
+    progress.write("done: 4 captioned")
 
-    # When items finish 1 s apart and the job ends
-    for _ in range(4):
-        clock.now += 1
-        progress.advance()
-    progress.close()
-
-    # Then every redraw starts with \r on the same line, the bar fills, and only the end has \n
+    # Then: the message, the final line with every field (a log has no width), the last message
     out = stream.getvalue()
-    assert out.count("\n") == 1
-    assert out.endswith("\n")
-    frames = out.rstrip("\n").split("\r")[1:]
-    assert len(frames) == 5  # four advances (1 s apart > refresh) and the final frame
-    assert frames[-1].startswith("[" + "#" * 28 + "] reprocess: 4/4 (100%)")
-    assert frames[0].startswith("[#######" + "-" * 21 + "] reprocess: 1/4 (25%)")
+    assert_plain(out)
+    lines = out.splitlines()
+    assert lines[0] == "(refresh failed, retrying: boom)"
+    assert lines[1].startswith("local: 5/12 (42%) [")
+    assert lines[1].endswith(", " + ", ".join(LOCAL_FIELDS) + "]")
+    assert lines[2] == "done: 4 captioned"
+    assert progress.done == 5
 
 
-def test_unknown_total_and_disabled_reporter() -> None:
-    # Given no total, then the count alone is shown; given enabled=False, then nothing is written
-    clock, stream = FakeClock(), io.StringIO()
-    with Progress("scan", stream=stream, clock=clock) as progress:
+def test_unknown_total_has_no_percentage_and_a_disabled_reporter_writes_nothing() -> None:
+    stream = io.StringIO()
+    with Progress("scan", stream=stream, interval_s=NEVER) as progress:
         progress.advance(7)
-    assert stream.getvalue() == "scan: 7 0.0s\n"
+    assert re.fullmatch(r"scan: 7 \[00:00, [^\]]+it/s\]\n", stream.getvalue()), stream.getvalue()
 
     quiet = io.StringIO()
-    with Progress("scan", total=5, stream=quiet, clock=clock, enabled=False) as progress:
-        progress.advance(5)
+    with Progress("scan", total=5, stream=quiet, enabled=False) as progress:
+        progress.advance(5, outcome="read")
     assert quiet.getvalue() == ""
     assert progress.done == 5
+    assert progress.outcomes == {"read": 5}
 
 
 def test_advance_is_safe_from_many_threads() -> None:
     # Given 8 threads each finishing 500 items, then the count and outcomes add up exactly
-    progress = Progress("threads", total=4000, stream=io.StringIO(), interval_s=0)
+    stream = io.StringIO()
+    progress = Progress("threads", total=4000, stream=stream, interval_s=NEVER)
 
     def work() -> None:
         for i in range(500):
@@ -103,3 +120,126 @@ def test_advance_is_safe_from_many_threads() -> None:
     progress.close()
     assert progress.done == 4000
     assert progress.outcomes == {"even": 2000, "odd": 2000}
+    assert stream.getvalue().startswith("threads: 4000/4000 (100%)")
+
+
+# -- on a real pseudo-terminal -----------------------------------------------------------------------
+class Terminal:
+    """The slave side of a pty with a set size as a text stream; the master side is read meanwhile."""
+
+    def __init__(self, columns: int) -> None:
+        self.master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+        self.stream = os.fdopen(slave, "w", encoding="utf-8")
+        self._chunks: list[bytes] = []
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:  # drained all the time, so a full pty buffer never blocks a write
+        while True:
+            ready, _, _ = select.select([self.master], [], [], 0.05)
+            if ready:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except OSError:
+                    return
+                if not chunk:
+                    return
+                self._chunks.append(chunk)
+            elif self._stop.is_set():
+                return
+
+    def output(self) -> str:
+        self.stream.flush()
+        self._stop.set()
+        self._reader.join(timeout=5)
+        return b"".join(self._chunks).decode("utf-8")
+
+    def close(self) -> None:
+        self.stream.close()
+        os.close(self.master)
+
+
+@pytest.fixture
+def terminal() -> Iterator[Callable[[int], Terminal]]:
+    opened: list[Terminal] = []
+
+    def make(columns: int) -> Terminal:
+        opened.append(Terminal(columns))
+        return opened[-1]
+
+    yield make
+    for t in opened:
+        t.close()
+
+
+def frames(output: str) -> list[str]:
+    """Every state a line was drawn in: the text between carriage returns and newlines."""
+    return [f for line in output.replace("\r\n", "\n").split("\n") for f in line.split("\r")]
+
+
+def screen(output: str, columns: int) -> list[str]:
+    """What a terminal of ``columns`` shows: \\r returns, \\n (as \\r\\n) moves down, long text wraps."""
+    rows, row, col = [[]], 0, 0
+    for char in output:
+        if char == "\r":
+            col = 0
+        elif char == "\n":
+            row, col = row + 1, 0
+            rows.append([])
+        else:
+            if col == columns:  # the line wraps: the rest lands on a new row, left behind
+                row, col = row + 1, 0
+                rows.append([])
+            cells = rows[row]
+            cells.extend(" " * (col + 1 - len(cells)))
+            cells[col] = char
+            col += 1
+    return ["".join(r).rstrip() for r in rows]
+
+
+def test_on_an_80_column_terminal_the_bar_fits_and_redraws_in_place(
+    terminal: Callable[[int], Terminal],
+) -> None:
+    # Given a pseudo-terminal 80 columns wide
+    term = terminal(80)
+
+    # When the local runtime's live line is updated five times, with a message in between
+    with Progress("local", total=12, stream=term.stream, unit="img", interval_s=0) as progress:
+        for done in (1, 2, 3):
+            progress.update_to(done, LOCAL_FIELDS)
+        progress.write("(refresh failed, retrying: boom)")
+        for done in (8, 12):
+            progress.update_to(done, LOCAL_FIELDS)
+    out = term.output()
+
+    # Then every frame fits in 80 columns (one spare, so no terminal wraps at the margin)
+    drawn = [f for f in frames(out) if f.strip()]
+    assert len(drawn) >= 6
+    assert all(len(f) <= 79 for f in drawn), [len(f) for f in drawn]
+    # and the screen holds exactly the message and one finished bar: nothing wrapped or left behind
+    assert screen(out, 80) == ["(refresh failed, retrying: boom)", drawn[-1].rstrip(), ""]
+    final = drawn[-1]
+    assert final.startswith("local: 100%|")
+    assert "| 12/12 [" in final
+    assert "captioned 4, errors 1" in final  # the leading fields that fit
+    assert "model calls" not in final  # the trailing ones that do not
+    assert "█" in final  # a real bar on a UTF-8 terminal
+    # and the ETA is shown while it runs
+    assert any(re.search(r"\[\d\d:\d\d<\d\d:\d\d", f) for f in drawn[1:-1])
+
+
+def test_on_a_narrow_terminal_the_bar_and_fields_make_way_but_the_line_still_fits(
+    terminal: Callable[[int], Terminal],
+) -> None:
+    # Given a 40-column pseudo-terminal, when an upload advances, then the count stays, nothing wraps
+    term = terminal(40)
+    with Progress("upload", total=3, stream=term.stream, unit="file", interval_s=0) as progress:
+        for _ in range(3):
+            progress.advance(outcome="uploaded")
+    out = term.output()
+    drawn = [f for f in frames(out) if f.strip()]
+    assert all(len(f) <= 39 for f in drawn), drawn
+    assert screen(out, 40) == [drawn[-1].rstrip(), ""]
+    assert drawn[-1].startswith("upload: 3/3 (100%)")
