@@ -1,9 +1,11 @@
-"""Names, defaults and CDK context parsing for the stack: the one place infra constants live.
+"""CDK context parsing for the stack, over the shared contract's names, defaults and ranges.
 
 Nothing here creates constructs. ``StackConfig.from_context`` turns the CDK context (``cdk.json``
 plus ``cdk deploy -c name=value``) into one validated, typed object that the constructs read.
-The SSM defaults are an independent copy of ``lambdas.shared.config.SSM_DEFAULTS`` (infra never
-imports Lambda code); an infra test keeps the two equal.
+Every name the stack shares with the functions and the CLI (SSM tunables and their one parser,
+prefixes, handler paths, services, environment builders, metric names, output ids, prices) comes
+from ``lambdas.shared.contract``: the only thing infra imports from ``lambdas`` (standard library
+only, so synth never loads Lambda code). The re-exports below keep the constructs' imports short.
 """
 
 from __future__ import annotations
@@ -16,69 +18,72 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-# The one validation of the output size, shared with the functions (standard library only).
-from lambdas.shared.config import ConfigError, parse_target_size
+from lambdas.shared import contract
+from lambdas.shared.contract import (
+    CAPTION_HANDLER,
+    CAPTION_SAFETY_MARGIN_S,
+    CAPTION_SERVICE,
+    CAPTIONS_PREFIX,
+    CLAIM_LEASE_MARGIN_S,
+    CLAIMS_PREFIX,
+    DEFAULT_STACK_NAME,
+    ENCODED_PREFIX,
+    ERRORS_PREFIX,
+    HEALTH_PREFIX,
+    IMAGES_PREFIX,
+    METRICS_NAMESPACE,
+    NOVA_PRO_INPUT_PRICE_PER_1K,
+    NOVA_PRO_OUTPUT_PRICE_PER_1K,
+    RESIZE_HANDLER,
+    RESIZE_POLICIES,
+    RESIZE_SERVICE,
+    SSM_BUCKET_PARAM,
+    SSM_DLQ_URL_PARAM,
+    SSM_QUEUE_URL_PARAM,
+    TUNABLES,
+    CaptionKnobs,
+    ContractError,
+)
+from lambdas.shared.contract import CONNECT_TIMEOUT_S as BEDROCK_CONNECT_TIMEOUT_S
+
+__all__ = [
+    "BEDROCK_CONNECT_TIMEOUT_S",
+    "CAPTIONS_PREFIX",
+    "CAPTION_HANDLER",
+    "CAPTION_SAFETY_MARGIN_S",
+    "CAPTION_SERVICE",
+    "CLAIMS_PREFIX",
+    "CLAIM_LEASE_MARGIN_S",
+    "DEFAULT_STACK_NAME",
+    "ENCODED_PREFIX",
+    "ERRORS_PREFIX",
+    "HEALTH_PREFIX",
+    "IMAGES_PREFIX",
+    "METRICS_NAMESPACE",
+    "RESIZE_HANDLER",
+    "RESIZE_POLICIES",
+    "RESIZE_SERVICE",
+    "SSM_BUCKET_PARAM",
+    "SSM_DLQ_URL_PARAM",
+    "SSM_QUEUE_URL_PARAM",
+    "CaptionKnobs",
+]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_PACKAGE_DIR = PROJECT_ROOT / "lambdas"
 LAYER_REQUIREMENTS = PROJECT_ROOT / "requirements-layer.txt"
-
-DEFAULT_STACK_NAME = "ImageCaptioning"
-METRICS_NAMESPACE = "ImageCaptioning"
-
-# Handler entry points, named as strings: infra never imports the Lambda code.
-RESIZE_HANDLER = "lambdas.resize.handler.lambda_handler"
-CAPTION_HANDLER = "lambdas.caption.handler.lambda_handler"
-RESIZE_SERVICE = "resize-encode"
-CAPTION_SERVICE = "caption"
 
 # Lambda runtime: the newest Python that aws-cdk-lib 2.275 offers (cdk-nag AwsSolutions-L1 checks it).
 # The layer's pip target must match it.
 LAMBDA_PYTHON_VERSION = "3.14"
 LAYER_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux2014_aarch64")
 
-# Bucket layout (docs/contracts.md). Only IMAGES_PREFIX triggers the resize function.
-IMAGES_PREFIX = "images/"
-ENCODED_PREFIX = "base64_images/"
-CAPTIONS_PREFIX = "captions/"
-ERRORS_PREFIX = "errors/"
-CLAIMS_PREFIX = "claims/"
-HEALTH_PREFIX = "health/"
 CLAIMS_EXPIRE_DAYS = 1
 ABORT_MULTIPART_DAYS = 7
 
 # SSM tunables below /<stack-name>/: parameter name -> (CDK context name, default as stored).
 SSM_TUNABLES: Mapping[str, tuple[str, str]] = MappingProxyType(
-    {
-        "model-id": ("modelId", "us.amazon.nova-pro-v1:0"),
-        "prompt": ("prompt", "Generate a detailed description of the image."),
-        "max-tokens": ("maxTokens", "300"),
-        "temperature": ("temperature", "0.3"),
-        "top-p": ("topP", "0.1"),
-        "top-k": ("topK", "20"),
-        "requests-per-minute": ("requestsPerMinute", "100"),
-        "tokens-per-minute": ("tokensPerMinute", "400000"),
-        "target-size": ("targetSize", "1280x720"),
-        "resize-policy": ("resizePolicy", "pad"),
-    }
-)
-# Provisioned facts under the same prefix: the bucket name the notebook series reads, and the
-# queue URLs the operator CLI needs.
-SSM_BUCKET_PARAM = "s3-bucket"
-SSM_QUEUE_URL_PARAM = "queue-url"
-SSM_DLQ_URL_PARAM = "dlq-url"
-RESIZE_POLICIES = ("pad", "crop", "stretch")
-
-# Numeric tunables: (minimum, maximum, integer?) - the same ranges the Lambda settings enforce.
-_NUMERIC_TUNABLES: Mapping[str, tuple[float, float, bool]] = MappingProxyType(
-    {
-        "max-tokens": (1, 10_000, True),
-        "temperature": (0.0, 1.0, False),
-        "top-p": (0.0, 1.0, False),
-        "top-k": (1, 500, True),
-        "requests-per-minute": (0.1, 1_000_000, False),
-        "tokens-per-minute": (1, 1_000_000_000, False),
-    }
+    {t.name: (t.context_key, t.default) for t in TUNABLES}
 )
 
 # Cross-region inference profiles: a "<geo>." model id is a system-defined inference profile that
@@ -95,16 +100,6 @@ INFERENCE_PROFILE_REGIONS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     }
 )
 
-# Amazon Nova Pro on-demand list price (USD per 1,000 tokens), used by the dashboard's estimated
-# cost per hour. Override with -c inputTokenPricePer1k=... -c outputTokenPricePer1k=...
-NOVA_PRO_INPUT_PRICE_PER_1K = 0.0008
-NOVA_PRO_OUTPUT_PRICE_PER_1K = 0.0032
-
-# Same values as the caption function's (lambdas/caption/service.py, lambdas/shared/aws.py).
-CAPTION_SAFETY_MARGIN_S = 5
-BEDROCK_CONNECT_TIMEOUT_S = 5
-CLAIM_LEASE_MARGIN_S = 60
-
 _STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,99}$")
 _MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{2,200}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -113,20 +108,6 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 class ConfigurationError(ValueError):
     """Invalid CDK context; the message names the context key."""
-
-
-@dataclass(frozen=True, slots=True)
-class CaptionKnobs:
-    """Deploy-time knobs of the caption function (env vars, docs/contracts.md)."""
-
-    throttle_backoff_base_s: int = 10
-    throttle_backoff_max_s: int = 300
-    model_error_max_attempts: int = 3
-    # Worst case of one call: attempts x (connect 5 s + read timeout) = 2 x 55 = 110 s, inside the
-    # 120 s function timeout with its 5 s margin; the function also cuts each call to its time left.
-    bedrock_read_timeout_s: int = 50
-    bedrock_max_attempts: int = 2
-    claim_lease_s: int = 900
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,29 +269,17 @@ class _Context:
 
 
 def _validate_tunables(tunables: Mapping[str, str]) -> None:
+    """The contract's parser for every tunable, naming the CDK context key it came from."""
     missing = sorted(set(SSM_TUNABLES) - set(tunables))
     if missing:
         raise ConfigurationError(f"SSM tunables missing: {', '.join(missing)}")
-    for name, (lo, hi, integer) in _NUMERIC_TUNABLES.items():
-        key = SSM_TUNABLES[name][0]
-        raw = tunables[name]
+    for name, (key, _default) in SSM_TUNABLES.items():
         try:
-            value = int(raw) if integer else float(raw)
-        except ValueError as exc:
-            kind = "a whole number" if integer else "a number"
-            raise ConfigurationError(f"context {key} must be {kind}, got {raw!r}") from exc
-        if not math.isfinite(value) or not lo <= value <= hi:
-            raise ConfigurationError(f"context {key} must be between {lo} and {hi}, got {raw!r}")
-    try:
-        parse_target_size(tunables["target-size"], "context targetSize")
-    except ConfigError as exc:
-        raise ConfigurationError(str(exc)) from exc
-    if tunables["resize-policy"] not in RESIZE_POLICIES:
-        raise ConfigurationError(f"context resizePolicy must be one of {', '.join(RESIZE_POLICIES)}")
+            contract.parse_tunable(name, tunables[name], f"context {key}")
+        except ContractError as exc:
+            raise ConfigurationError(str(exc)) from exc
     if not _MODEL_ID_RE.match(tunables["model-id"]) or "*" in tunables["model-id"]:
         raise ConfigurationError(f"context modelId is not a Bedrock model id: {tunables['model-id']!r}")
-    if not tunables["prompt"]:
-        raise ConfigurationError("context prompt must not be empty")
 
 
 def split_model_id(model_id: str) -> tuple[str | None, str]:

@@ -15,20 +15,10 @@ from infra.constructs.monitoring import Monitoring
 from infra.constructs.queues import CaptionQueues
 from infra.constructs.resize_stage import ResizeStage
 from infra.constructs.storage import Storage
+from lambdas.shared import contract
 
 # CfnOutput ids are part of the interface: the operator CLI and the tests read them back.
-OUTPUT_IDS = (
-    "BucketName",
-    "UploadPrefix",
-    "QueueUrl",
-    "DeadLetterQueueUrl",
-    "SsmPrefix",
-    "DashboardName",
-    "AlarmTopicArn",
-    "ResizeFunctionName",
-    "CaptionFunctionName",
-    "ResizeFailureQueueUrl",
-)
+OUTPUT_IDS = contract.OUTPUT_IDS
 
 
 class ImageCaptioningStack(Stack):
@@ -69,16 +59,22 @@ class ImageCaptioningStack(Stack):
         )
 
         outputs = {
-            "BucketName": (storage.bucket.bucket_name, "Upload images under s3://<this bucket>/images/"),
-            "UploadPrefix": (IMAGES_PREFIX, "The only prefix that triggers the pipeline"),
-            "QueueUrl": (queues.queue.queue_url, "Caption queue"),
-            "DeadLetterQueueUrl": (queues.dead_letter_queue.queue_url, "Caption messages that kept failing"),
-            "SsmPrefix": (config.ssm_prefix, "SSM path of the tunables and provisioned facts"),
-            "DashboardName": (monitoring.dashboard.dashboard_name, "CloudWatch dashboard"),
-            "AlarmTopicArn": (monitoring.topic.topic_arn, "SNS topic the alarms notify"),
-            "ResizeFunctionName": (resize.function.function_name, "Resize/encode function"),
-            "CaptionFunctionName": (caption.function.function_name, "Caption function"),
-            "ResizeFailureQueueUrl": (
+            contract.OUTPUT_BUCKET: (
+                storage.bucket.bucket_name,
+                "Upload images under s3://<this bucket>/images/",
+            ),
+            contract.OUTPUT_UPLOAD_PREFIX: (IMAGES_PREFIX, "The only prefix that triggers the pipeline"),
+            contract.OUTPUT_QUEUE_URL: (queues.queue.queue_url, "Caption queue"),
+            contract.OUTPUT_DLQ_URL: (
+                queues.dead_letter_queue.queue_url,
+                "Caption messages that kept failing",
+            ),
+            contract.OUTPUT_SSM_PREFIX: (config.ssm_prefix, "SSM path of the tunables and provisioned facts"),
+            contract.OUTPUT_DASHBOARD: (monitoring.dashboard.dashboard_name, "CloudWatch dashboard"),
+            contract.OUTPUT_ALARM_TOPIC: (monitoring.topic.topic_arn, "SNS topic the alarms notify"),
+            contract.OUTPUT_RESIZE_FUNCTION: (resize.function.function_name, "Resize/encode function"),
+            contract.OUTPUT_CAPTION_FUNCTION: (caption.function.function_name, "Caption function"),
+            contract.OUTPUT_RESIZE_FAILURE_QUEUE: (
                 resize.failure_queue.queue_url,
                 "Upload events that failed all retries",
             ),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from imgcap.local.faults import FaultSpecError, parse_faults
+from lambdas.shared.contract import DEFAULT_STACK_NAME
 
 EPILOG = """\
 Everything runs on 127.0.0.1: moto (S3, SQS, SSM), a Bedrock Converse stand-in and an event-source
@@ -85,7 +86,7 @@ def register(subparsers: Any) -> None:
         "--faults", default="", metavar="SPEC", help="fault injection (see below; default: none)"
     )
     parser.add_argument(
-        "--stack-name", default="ImageCaptioning", help="names and SSM prefix (default: %(default)s)"
+        "--stack-name", default=DEFAULT_STACK_NAME, help="names and SSM prefix (default: %(default)s)"
     )
     parser.add_argument(
         "--timeout",

@@ -6,14 +6,14 @@ import importlib.util
 import os
 from collections.abc import Mapping
 
-from imgcap.local.options import LocalOptions, LocalRunError
+from imgcap.local.options import LocalOptions, LocalRunError, LocalTuning
 from imgcap.local.provision import LocalStack
 from imgcap.local.servers import LOCAL_ACCOUNT, LOCAL_REGION
 from imgcap.local.workers import FunctionSpec
+from lambdas.shared import contract
+from lambdas.shared.contract import CAPTION_SERVICE, RESIZE_SERVICE, CaptionKnobs
 
-NAMESPACE = "ImageCaptioning"
-RESIZE_SERVICE = "resize-encode"
-CAPTION_SERVICE = "caption"
+__all__ = ["CAPTION_SERVICE", "RESIZE_SERVICE"]
 
 # Environment variables a worker inherits from the user's shell (everything else is set here).
 _INHERITED = (
@@ -51,63 +51,84 @@ def _base_environment(captioner: str) -> dict[str, str]:
     return env
 
 
+LOCAL_LOG_LEVEL = "INFO"
+
+
+def caption_knobs(tuning: LocalTuning) -> CaptionKnobs:
+    """The caption function's deploy-time knobs, scaled down for a local run."""
+    return CaptionKnobs(
+        throttle_backoff_base_s=tuning.throttle_backoff_base_s,
+        throttle_backoff_max_s=tuning.throttle_backoff_max_s,
+        model_error_max_attempts=tuning.model_error_max_attempts,
+        bedrock_read_timeout_s=tuning.bedrock_read_timeout_s,
+        bedrock_max_attempts=tuning.bedrock_max_attempts,
+        claim_lease_s=tuning.claim_lease_s,
+    )
+
+
+def _lambda_env(name: str, memory_mb: int) -> dict[str, str]:
+    """What the Lambda service sets in every execution environment."""
+    return {
+        "AWS_LAMBDA_FUNCTION_NAME": name,
+        contract.ENV_MEMORY: str(memory_mb),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+    }
+
+
 def function_specs(
     options: LocalOptions, stack: LocalStack, endpoints: Mapping[str, str]
 ) -> tuple[FunctionSpec, FunctionSpec]:
     """The two functions with the environment the stack gives them (local values scaled down)."""
     tuning = options.tuning
-    common = {
+    # What Lambda itself sets, then what the stack sets: the contract's builder for each function.
+    runtime = {
         **_base_environment(options.captioner),
         **endpoints,
         "AWS_REGION": endpoints.get("AWS_DEFAULT_REGION", LOCAL_REGION),
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-        "BUCKET_NAME": stack.bucket,
-        "SSM_PREFIX": stack.ssm_prefix,
-        "SSM_MAX_AGE_SECONDS": str(tuning.ssm_max_age_s),
-        "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
         "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     }
-    common.setdefault("AWS_DEFAULT_REGION", common["AWS_REGION"])
-    resize_name = f"{options.stack_name}-resize-encode"
-    caption_name = f"{options.stack_name}-caption"
+    runtime.setdefault("AWS_DEFAULT_REGION", runtime["AWS_REGION"])
+    resize_name = f"{options.stack_name}-{RESIZE_SERVICE}"
+    caption_name = f"{options.stack_name}-{CAPTION_SERVICE}"
     resize = FunctionSpec(
         name=resize_name,
         handler=options.resize_handler,
         env={
-            **common,
-            "AWS_LAMBDA_FUNCTION_NAME": resize_name,
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(tuning.resize_memory_mb),
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{resize_name}",
-            "POWERTOOLS_SERVICE_NAME": RESIZE_SERVICE,
-            "QUEUE_URL": stack.queue_url,
+            **runtime,
+            **_lambda_env(resize_name, tuning.resize_memory_mb),
+            **contract.resize_environment(
+                bucket=stack.bucket,
+                queue_url=stack.queue_url,
+                ssm_prefix=stack.ssm_prefix,
+                ssm_max_age_s=tuning.ssm_max_age_s,
+                log_level=LOCAL_LOG_LEVEL,
+            ),
         },
         memory_mb=tuning.resize_memory_mb,
         timeout_s=tuning.resize_timeout_s,
-        region=common["AWS_REGION"],
+        region=runtime["AWS_REGION"],
         account=LOCAL_ACCOUNT,
     )
     caption = FunctionSpec(
         name=caption_name,
         handler=options.caption_handler,
         env={
-            **common,
-            "AWS_LAMBDA_FUNCTION_NAME": caption_name,
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(tuning.caption_memory_mb),
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{caption_name}",
-            "POWERTOOLS_SERVICE_NAME": CAPTION_SERVICE,
-            "MAX_CONCURRENCY": str(options.concurrency),
-            "THROTTLE_BACKOFF_BASE_SECONDS": f"{tuning.throttle_backoff_base_s:g}",
-            "THROTTLE_BACKOFF_MAX_SECONDS": f"{tuning.throttle_backoff_max_s:g}",
-            "MODEL_ERROR_MAX_ATTEMPTS": str(tuning.model_error_max_attempts),
-            "BEDROCK_READ_TIMEOUT_SECONDS": f"{tuning.bedrock_read_timeout_s:g}",
-            "BEDROCK_MAX_ATTEMPTS": str(tuning.bedrock_max_attempts),
-            "CLAIM_LEASE_SECONDS": f"{tuning.claim_lease_s:g}",
+            **runtime,
+            **_lambda_env(caption_name, tuning.caption_memory_mb),
+            **contract.caption_environment(
+                bucket=stack.bucket,
+                ssm_prefix=stack.ssm_prefix,
+                ssm_max_age_s=tuning.ssm_max_age_s,
+                log_level=LOCAL_LOG_LEVEL,
+                max_concurrency=options.concurrency,
+                knobs=caption_knobs(tuning),
+            ),
         },
         memory_mb=tuning.caption_memory_mb,
         timeout_s=tuning.caption_timeout_s,
-        region=common["AWS_REGION"],
+        region=runtime["AWS_REGION"],
         account=LOCAL_ACCOUNT,
     )
     return resize, caption

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from imgcap.local.faults import FaultSpec
+from lambdas.shared.contract import DEFAULT_STACK_NAME
 
 DEFAULT_RPM = 120.0
 DEFAULT_CONCURRENCY = 4
@@ -57,7 +58,7 @@ class LocalOptions:
     concurrency: int = DEFAULT_CONCURRENCY  # event source mapping maximum concurrency C
     batch_size: int = DEFAULT_BATCH_SIZE
     faults: FaultSpec = field(default_factory=FaultSpec)
-    stack_name: str = "ImageCaptioning"
+    stack_name: str = DEFAULT_STACK_NAME
     timeout_s: float = DEFAULT_TIMEOUT_S
     policy: str | None = None
     prompt: str | None = None

@@ -27,7 +27,7 @@ from imgcap.local.workers import WorkerPool
 from imgcap.ops.bucket import list_objects, read_bytes
 from imgcap.report import ReportEntry, write_report
 from lambdas.shared import keys
-from lambdas.shared.observability import M
+from lambdas.shared.observability import Metric
 
 REPORT_IMAGE_MAX_BYTES = 40 * 1024 * 1024  # larger uploads get no thumbnail in report.html
 
@@ -133,11 +133,11 @@ def build_summary(
         "dead_lettered": counts["dead_lettered"],
         "resize_failed": counts["resize_failed"],
         "lost": len(not_final),
-        "model_calls": stand["requests"] if stand else int(totals.get(M.MODEL_CALLS, 0)),
+        "model_calls": stand["requests"] if stand else int(totals.get(Metric.MODEL_CALLS, 0)),
         "paid_calls": stand["paid_calls"] if stand else None,
-        "throttled": stand["throttled"] if stand else int(totals.get(M.MODEL_THROTTLES, 0)),
+        "throttled": stand["throttled"] if stand else int(totals.get(Metric.MODEL_THROTTLES, 0)),
         "duplicate_paid_calls": duplicate_paid_calls(standin, ledger, s3, bucket) if standin else None,
-        "duplicates_avoided": int(totals.get(M.DUPLICATES_AVOIDED, 0)),
+        "duplicates_avoided": int(totals.get(Metric.DUPLICATES_AVOIDED, 0)),
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "elapsed_s": round(elapsed_s, 2),

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from imgcap.local.workers import InvocationResult
-from lambdas.shared.observability import ERROR_CODE_DIMENSION, M
+from lambdas.shared.observability import ERROR_CODE_DIMENSION, Metric
 
 
 class MetricTotals:
@@ -34,7 +34,7 @@ class MetricTotals:
                     values = raw if isinstance(raw, list) else [raw]
                     total = sum(float(v) for v in values if isinstance(v, int | float))
                     self.by_service[service][name] += total
-                    if name == M.IMAGES_REJECTED and ERROR_CODE_DIMENSION in blob:
+                    if name == Metric.IMAGES_REJECTED and ERROR_CODE_DIMENSION in blob:
                         self.rejections[str(blob[ERROR_CODE_DIMENSION])] += total
 
     def total(self, name: str) -> float:

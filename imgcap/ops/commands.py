@@ -15,8 +15,9 @@ from typing import Any
 
 from imgcap.ops.aws import EXIT_FAILED, EXIT_OK, AwsClients, OpsError, explain
 from imgcap.ops.context import OpsContext
-from imgcap.ops.stack import DEFAULT_STACK_NAME, resolve_stack
+from imgcap.ops.stack import resolve_stack
 from imgcap.ops.status import INPUT_PRICE_PER_1K, OUTPUT_PRICE_PER_1K
+from lambdas.shared.contract import DEFAULT_STACK_NAME
 
 Body = Callable[[OpsContext, argparse.Namespace], int]
 

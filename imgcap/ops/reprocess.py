@@ -19,12 +19,12 @@ from imgcap.ops.context import OpsContext, usd
 from imgcap.ops.status import INPUT_PRICE_PER_1K, OUTPUT_PRICE_PER_1K, estimate_cost
 from imgcap.ops.upload import normalise_prefix
 from imgcap.progress import Progress
-from lambdas.shared import keys
+from lambdas.shared import contract, keys
 from lambdas.shared.records import utc_now_iso
 
 REPROCESS_METADATA = "reprocess-requested-at"
 # A typical Nova Pro call for one 1280x720 image with the default prompt and maxTokens (README).
-TYPICAL_INPUT_TOKENS = 1_600
+TYPICAL_INPUT_TOKENS = contract.IMAGE_INPUT_TOKENS_ESTIMATE  # plus the prompt: see estimate_input_tokens
 TYPICAL_OUTPUT_TOKENS = 300
 
 # System headers a REPLACE copy would otherwise reset: carried over from the original.

@@ -17,14 +17,15 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from imgcap.ops.aws import AwsClients, OpsError, error_code, is_access_denied
-from lambdas.shared.config import SSM_BUCKET_PARAM, SSM_DLQ_URL_PARAM, SSM_QUEUE_URL_PARAM
-
-DEFAULT_STACK_NAME = "ImageCaptioning"
-
-OUTPUT_BUCKET = "BucketName"
-OUTPUT_QUEUE_URL = "QueueUrl"
-OUTPUT_DLQ_URL = "DeadLetterQueueUrl"
-OUTPUT_DASHBOARD = "DashboardName"
+from lambdas.shared.contract import (
+    OUTPUT_BUCKET,
+    OUTPUT_DASHBOARD,
+    OUTPUT_DLQ_URL,
+    OUTPUT_QUEUE_URL,
+    SSM_BUCKET_PARAM,
+    SSM_DLQ_URL_PARAM,
+    SSM_QUEUE_URL_PARAM,
+)
 
 # CloudFormation's own rule for stack names; SSM parameter paths accept the same characters.
 _STACK_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,127}$")

@@ -25,12 +25,11 @@ from imgcap.ops.bucket import (
 )
 from imgcap.ops.context import OpsContext, human_bytes, usd
 from imgcap.progress import Progress
-from lambdas.shared import keys
+from lambdas.shared import contract, keys
 
-# Amazon Nova Pro on-demand list price, USD per 1,000 tokens (us-east-1 at the time of writing);
-# the same figures the dashboard's cost widget uses (infra/config.py). Override with flags.
-INPUT_PRICE_PER_1K = 0.0008
-OUTPUT_PRICE_PER_1K = 0.0032
+# The contract's Nova Pro list prices (the dashboard's cost widget uses the same). Override with flags.
+INPUT_PRICE_PER_1K = contract.NOVA_PRO_INPUT_PRICE_PER_1K
+OUTPUT_PRICE_PER_1K = contract.NOVA_PRO_OUTPUT_PRICE_PER_1K
 
 _MESSAGE_CHARS = 120
 _PROGRESS_FROM = 200  # reading fewer captions than this is quick: no progress lines
@@ -112,7 +111,7 @@ def queue_depth(sqs: Any, queue_url: str) -> QueueDepth:
 
 
 def estimate_cost(input_tokens: int, output_tokens: int, input_price: float, output_price: float) -> float:
-    return input_tokens / 1000 * input_price + output_tokens / 1000 * output_price
+    return contract.estimate_cost_usd(input_tokens, output_tokens, input_price, output_price)
 
 
 def summarise_usage(

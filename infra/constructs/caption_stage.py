@@ -31,6 +31,7 @@ from infra.config import (
 from infra.constructs.configuration import Configuration
 from infra.constructs.function import PipelineFunction
 from infra.constructs.storage import Storage
+from lambdas.shared.contract import caption_environment
 
 
 class CaptionStage(Construct):
@@ -49,7 +50,6 @@ class CaptionStage(Construct):
         layer: lambda_.ILayerVersion,
     ) -> None:
         super().__init__(scope, construct_id)
-        knobs = config.caption
         pipeline_function = PipelineFunction(
             self,
             "Caption",
@@ -61,16 +61,14 @@ class CaptionStage(Construct):
             layer=layer,
             memory_mb=config.caption_memory_mb,
             timeout_s=config.caption_timeout_s,
-            environment={
-                "BUCKET_NAME": storage.bucket.bucket_name,
-                "MAX_CONCURRENCY": str(config.max_concurrency),
-                "THROTTLE_BACKOFF_BASE_SECONDS": str(knobs.throttle_backoff_base_s),
-                "THROTTLE_BACKOFF_MAX_SECONDS": str(knobs.throttle_backoff_max_s),
-                "MODEL_ERROR_MAX_ATTEMPTS": str(knobs.model_error_max_attempts),
-                "BEDROCK_READ_TIMEOUT_SECONDS": str(knobs.bedrock_read_timeout_s),
-                "BEDROCK_MAX_ATTEMPTS": str(knobs.bedrock_max_attempts),
-                "CLAIM_LEASE_SECONDS": str(knobs.claim_lease_s),
-            },
+            environment=caption_environment(
+                bucket=storage.bucket.bucket_name,
+                ssm_prefix=config.ssm_prefix,
+                ssm_max_age_s=config.ssm_max_age_s,
+                log_level=config.log_level,
+                max_concurrency=config.max_concurrency,
+                knobs=config.caption,
+            ),
         )
         self.function = pipeline_function.function
         self.log_group = pipeline_function.log_group

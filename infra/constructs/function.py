@@ -15,7 +15,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct, IConstruct
 
-from infra.config import METRICS_NAMESPACE, StackConfig
+from infra.config import StackConfig
 from infra.nag import acknowledge
 
 RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -103,14 +103,8 @@ class PipelineFunction(Construct):
             role=self.role,
             log_group=self.log_group,
             tracing=lambda_.Tracing.ACTIVE,
-            environment={
-                "POWERTOOLS_SERVICE_NAME": service,
-                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
-                "POWERTOOLS_LOG_LEVEL": config.log_level,
-                "SSM_PREFIX": config.ssm_prefix,
-                "SSM_MAX_AGE_SECONDS": str(config.ssm_max_age_s),
-                **environment,
-            },
+            # Built by the contract's builder for this function (the local runtime calls the same one).
+            environment=dict(environment),
             retry_attempts=async_retry_attempts,
             max_event_age=async_max_event_age,
             on_failure=async_on_failure,

@@ -48,6 +48,7 @@ from infra.config import CAPTION_SERVICE, METRICS_NAMESPACE, RESIZE_SERVICE, Sta
 from infra.constructs.caption_stage import CaptionStage
 from infra.constructs.queues import CaptionQueues
 from infra.constructs.resize_stage import ResizeStage
+from lambdas.shared.contract import ERROR_CODE_DIMENSION, Metric
 
 # Key actions, enumerated: the key policy holds no action wildcard. The account keeps every
 # administrative action (including PutKeyPolicy, so the key can never become unmanageable).
@@ -249,8 +250,8 @@ class Monitoring(Construct):
     def _pipeline_metrics(self, facade: MonitoringFacade) -> None:
         config = self._config
         facade.add_large_header("Image captioning pipeline")
-        input_tokens = self._metric("InputTokens", CAPTION_SERVICE)
-        output_tokens = self._metric("OutputTokens", CAPTION_SERVICE)
+        input_tokens = self._metric(Metric.INPUT_TOKENS, CAPTION_SERVICE)
+        output_tokens = self._metric(Metric.OUTPUT_TOKENS, CAPTION_SERVICE)
         cost_per_hour = cloudwatch.MathExpression(
             expression=(
                 f"(inTok / 1000 * {_decimal(config.input_price_per_1k)}"
@@ -262,7 +263,8 @@ class Monitoring(Construct):
         )
         rejected_by_reason = cloudwatch.MathExpression(
             expression=(
-                f"SEARCH('{{{METRICS_NAMESPACE},ErrorCode,service}} MetricName=\"ImagesRejected\"', "
+                f"SEARCH('{{{METRICS_NAMESPACE},{ERROR_CODE_DIMENSION},service}} "
+                f'MetricName="{Metric.IMAGES_REJECTED}"\', '
                 f"'Sum', {int(self._period.to_seconds())})"
             ),
             using_metrics={},
@@ -270,8 +272,8 @@ class Monitoring(Construct):
             period=self._period,
         )
         throttles = CustomMetricWithAlarm(
-            metric=self._metric("ModelThrottles", CAPTION_SERVICE),
-            alarm_friendly_name="ModelThrottles",
+            metric=self._metric(Metric.MODEL_THROTTLES, CAPTION_SERVICE),
+            alarm_friendly_name=Metric.MODEL_THROTTLES,
             add_alarm={
                 "Sustained": CustomThreshold(
                     threshold=config.throttle_alarm_threshold,
@@ -288,8 +290,8 @@ class Monitoring(Construct):
             },
         )
         configuration_errors = CustomMetricWithAlarm(
-            metric=self._metric("ModelConfigurationErrors", CAPTION_SERVICE),
-            alarm_friendly_name="ModelConfigurationErrors",
+            metric=self._metric(Metric.MODEL_CONFIGURATION_ERRORS, CAPTION_SERVICE),
+            alarm_friendly_name=Metric.MODEL_CONFIGURATION_ERRORS,
             add_alarm={
                 "Any": CustomThreshold(
                     threshold=1,
@@ -313,9 +315,9 @@ class Monitoring(Construct):
                 CustomMetricGroup(
                     title="Throughput per stage",
                     metrics=[
-                        self._metric("ImagesReceived", RESIZE_SERVICE),
-                        self._metric("ImagesResized", RESIZE_SERVICE),
-                        self._metric("CaptionsWritten", CAPTION_SERVICE),
+                        self._metric(Metric.IMAGES_RECEIVED, RESIZE_SERVICE),
+                        self._metric(Metric.IMAGES_RESIZED, RESIZE_SERVICE),
+                        self._metric(Metric.CAPTIONS_WRITTEN, CAPTION_SERVICE),
                     ],
                 ),
                 CustomMetricGroup(
@@ -326,39 +328,39 @@ class Monitoring(Construct):
                     metrics=[
                         throttles,
                         configuration_errors,
-                        self._metric("ModelTransientErrors", CAPTION_SERVICE),
-                        self._metric("MessagesDeferred", CAPTION_SERVICE),
-                        self._metric("ModelCalls", CAPTION_SERVICE),
+                        self._metric(Metric.MODEL_TRANSIENT_ERRORS, CAPTION_SERVICE),
+                        self._metric(Metric.DEFERRED, CAPTION_SERVICE),
+                        self._metric(Metric.MODEL_CALLS, CAPTION_SERVICE),
                     ],
                 ),
                 CustomMetricGroup(
                     title="Model latency (ms)",
                     metrics=[
-                        self._metric("ModelLatency", CAPTION_SERVICE, "p50", "ModelLatency p50"),
-                        self._metric("ModelLatency", CAPTION_SERVICE, "p95", "ModelLatency p95"),
+                        self._metric(Metric.MODEL_LATENCY, CAPTION_SERVICE, "p50", "ModelLatency p50"),
+                        self._metric(Metric.MODEL_LATENCY, CAPTION_SERVICE, "p95", "ModelLatency p95"),
                     ],
                 ),
                 CustomMetricGroup(title="Tokens", metrics=[input_tokens, output_tokens]),
                 CustomMetricGroup(
                     title="Truncated captions (stopReason max_tokens)",
-                    metrics=[self._metric("CaptionsTruncated", CAPTION_SERVICE)],
+                    metrics=[self._metric(Metric.CAPTIONS_TRUNCATED, CAPTION_SERVICE)],
                 ),
                 CustomMetricGroup(title="Estimated cost per hour (USD)", metrics=[cost_per_hour]),
                 CustomMetricGroup(
                     title="Upload to caption (s)",
                     metrics=[
-                        self._metric("EndToEndAge", CAPTION_SERVICE, "p50", "EndToEndAge p50"),
-                        self._metric("EndToEndAge", CAPTION_SERVICE, "p95", "EndToEndAge p95"),
+                        self._metric(Metric.END_TO_END_AGE, CAPTION_SERVICE, "p50", "EndToEndAge p50"),
+                        self._metric(Metric.END_TO_END_AGE, CAPTION_SERVICE, "p95", "EndToEndAge p95"),
                     ],
                 ),
                 CustomMetricGroup(
                     title="Skipped work (duplicates, superseded, folder markers)",
                     metrics=[
-                        self._metric("ResizeDuplicatesSkipped", RESIZE_SERVICE),
-                        self._metric("DuplicatesAvoided", CAPTION_SERVICE),
-                        self._metric("SupersededSkipped", RESIZE_SERVICE, label="Superseded (resize)"),
-                        self._metric("SupersededSkipped", CAPTION_SERVICE, label="Superseded (caption)"),
-                        self._metric("FolderMarkersIgnored", RESIZE_SERVICE),
+                        self._metric(Metric.RESIZE_DUPLICATES, RESIZE_SERVICE),
+                        self._metric(Metric.DUPLICATES_AVOIDED, CAPTION_SERVICE),
+                        self._metric(Metric.SUPERSEDED, RESIZE_SERVICE, label="Superseded (resize)"),
+                        self._metric(Metric.SUPERSEDED, CAPTION_SERVICE, label="Superseded (caption)"),
+                        self._metric(Metric.FOLDER_MARKERS, RESIZE_SERVICE),
                     ],
                 ),
             ],

@@ -33,6 +33,7 @@ from infra.constructs.configuration import Configuration
 from infra.constructs.function import PipelineFunction, ignore_redundant_depends_on
 from infra.constructs.storage import Storage
 from infra.nag import acknowledge
+from lambdas.shared.contract import resize_environment
 
 FAILURE_RETENTION_DAYS = 14
 # Construct id of the singleton function aws-cdk-lib adds for S3 bucket notifications.
@@ -67,10 +68,13 @@ class ResizeStage(Construct):
             layer=layer,
             memory_mb=config.resize_memory_mb,
             timeout_s=config.resize_timeout_s,
-            environment={
-                "BUCKET_NAME": storage.bucket.bucket_name,
-                "QUEUE_URL": queue.queue_url,
-            },
+            environment=resize_environment(
+                bucket=storage.bucket.bucket_name,
+                queue_url=queue.queue_url,
+                ssm_prefix=config.ssm_prefix,
+                ssm_max_age_s=config.ssm_max_age_s,
+                log_level=config.log_level,
+            ),
             async_retry_attempts=config.resize_retry_attempts,
             async_max_event_age=Duration.hours(config.resize_max_event_age_hours),
             async_on_failure=destinations.SqsDestination(self.failure_queue),

@@ -22,7 +22,7 @@ from lambdas.caption.model import RetryKind
 from lambdas.caption.pacing import Pacer
 from lambdas.caption.service import Batch, CaptionWorker, Delivery, Outcome, Result, source_key_of
 from lambdas.shared import aws
-from lambdas.shared.observability import M, count, count_rejection, logger, metrics, tracer
+from lambdas.shared.observability import Metric, count, count_rejection, logger, metrics, tracer
 from lambdas.shared.settings import CaptionSettings, caption_settings
 from lambdas.shared.storage import S3Store, SqsQueue
 
@@ -105,39 +105,39 @@ def _delivery(record: SQSRecord) -> Delivery:
 def _record_call_metrics(result: Result) -> None:
     if not result.model_called:
         return
-    count(M.MODEL_CALLS)
+    count(Metric.MODEL_CALLS)
     if result.latency_ms is not None:
-        count(M.MODEL_LATENCY, result.latency_ms, unit=MetricUnit.Milliseconds)
+        count(Metric.MODEL_LATENCY, result.latency_ms, unit=MetricUnit.Milliseconds)
     if result.pacing_wait_ms is not None:
-        count(M.PACING_WAIT_MS, result.pacing_wait_ms, unit=MetricUnit.Milliseconds)
+        count(Metric.PACING_WAIT_MS, result.pacing_wait_ms, unit=MetricUnit.Milliseconds)
     if result.input_tokens:
-        count(M.INPUT_TOKENS, result.input_tokens)
+        count(Metric.INPUT_TOKENS, result.input_tokens)
     if result.output_tokens:
-        count(M.OUTPUT_TOKENS, result.output_tokens)
+        count(Metric.OUTPUT_TOKENS, result.output_tokens)
     if result.retry is RetryKind.THROTTLED:
-        count(M.MODEL_THROTTLES)
+        count(Metric.MODEL_THROTTLES)
     elif result.retry is RetryKind.TRANSIENT:
-        count(M.MODEL_TRANSIENT_ERRORS)
+        count(Metric.MODEL_TRANSIENT_ERRORS)
     elif result.retry is RetryKind.CONFIGURATION:
-        count(M.MODEL_CONFIGURATION_ERRORS)
+        count(Metric.MODEL_CONFIGURATION_ERRORS)
 
 
 def _record_metrics(result: Result) -> None:
     _record_call_metrics(result)
     if result.outcome is Outcome.CAPTIONED:
-        count(M.CAPTIONS_WRITTEN)
+        count(Metric.CAPTIONS_WRITTEN)
         if result.truncated:
-            count(M.CAPTIONS_TRUNCATED)
+            count(Metric.CAPTIONS_TRUNCATED)
         if result.age_s is not None:
-            count(M.END_TO_END_AGE, result.age_s, unit=MetricUnit.Seconds)
+            count(Metric.END_TO_END_AGE, result.age_s, unit=MetricUnit.Seconds)
     elif result.outcome is Outcome.DUPLICATE:
-        count(M.DUPLICATES_AVOIDED)
+        count(Metric.DUPLICATES_AVOIDED)
     elif result.outcome is Outcome.SUPERSEDED:
-        count(M.SUPERSEDED)
+        count(Metric.SUPERSEDED)
     elif result.outcome is Outcome.REJECTED and result.error_code:
         count_rejection(result.error_code)
     if result.failed:
-        count(M.DEFERRED)
+        count(Metric.DEFERRED)
 
 
 def _log(result: Result, delivery: Delivery) -> None:
@@ -175,7 +175,7 @@ def _handle_record(batch: Batch, record: SQSRecord) -> str:
             "unexpected failure; the message comes back after the visibility timeout",
             extra={"message_id": delivery.message_id, "receive_count": delivery.receive_count},
         )
-        count(M.DEFERRED)
+        count(Metric.DEFERRED)
         raise
     _record_metrics(result)
     _log(result, delivery)

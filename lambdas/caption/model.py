@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,16 +17,12 @@ from enum import StrEnum
 from typing import Any
 
 from lambdas.shared.config import ModelSpec
+from lambdas.shared.contract import estimate_input_tokens
 from lambdas.shared.errors import ErrorCode, Rejection
 from lambdas.shared.records import RECORD_SCHEMA_VERSION, ImageMessage
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
-# Token reservation for one call, before the real usage is known. A 1280x720 image costs Nova
-# roughly 1,600 input tokens; round up, and add the prompt at ~3 characters per token (generous
-# for English). ``maxTokens`` is added on top for the answer.
-IMAGE_INPUT_TOKENS_ESTIMATE = 1_700
-CHARS_PER_TOKEN_ESTIMATE = 3
 
 # The answer hit maxTokens: stored, but marked ``truncated`` (README "Truncated captions").
 TRUNCATED_STOP_REASON = "max_tokens"
@@ -63,13 +58,9 @@ def decode_png(encoded: bytes) -> bytes:
 # --------------------------------------------------------------------------- request
 
 
-def estimate_input_tokens(prompt: str) -> int:
-    return IMAGE_INPUT_TOKENS_ESTIMATE + math.ceil(len(prompt) / CHARS_PER_TOKEN_ESTIMATE)
-
-
 def reserved_tokens(spec: ModelSpec) -> int:
     """What one call books against the tokens-per-minute budget: input estimate + maxTokens."""
-    return estimate_input_tokens(spec.prompt) + spec.max_tokens
+    return estimate_input_tokens(spec.prompt) + spec.max_tokens  # contract.estimate_input_tokens
 
 
 def inference_settings(spec: ModelSpec) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from lambdas.caption.claims import Claims
 from lambdas.caption.model import CallBudgetTooSmall, ModelCallError, RetryKind
 from lambdas.caption.pacing import CallTimeEstimate, Pacer
 from lambdas.shared import keys
+from lambdas.shared.contract import CAPTION_SAFETY_MARGIN_S
 from lambdas.shared.errors import ErrorCode, Rejection
 from lambdas.shared.observability import logger
 from lambdas.shared.records import ImageMessage, InvalidMessage, error_record, utc_now_iso
@@ -56,7 +57,7 @@ from lambdas.shared.versions import Published, Version, publish, publish_error_r
 
 STAGE = "caption"
 # Kept free at the end of an invocation for the caption write, the claim release and the response.
-SAFETY_MARGIN_S = 5.0
+SAFETY_MARGIN_S = CAPTION_SAFETY_MARGIN_S
 # A configuration fault is noted in ``health/caption.json`` at most this often per environment.
 HEALTH_NOTE_INTERVAL_S = 60.0
 

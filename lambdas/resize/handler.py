@@ -18,7 +18,7 @@ from lambdas.resize import imaging
 from lambdas.resize.events import object_refs
 from lambdas.resize.service import Outcome, Result, process_object
 from lambdas.shared import aws
-from lambdas.shared.observability import M, count, count_rejection, logger, metrics, tracer
+from lambdas.shared.observability import Metric, count, count_rejection, logger, metrics, tracer
 from lambdas.shared.settings import ResizeSettings, resize_settings
 from lambdas.shared.storage import S3Store, SqsQueue
 
@@ -34,16 +34,16 @@ def _adapters(bucket: str, queue_url: str) -> tuple[S3Store, SqsQueue]:
 
 def _record_metrics(result: Result) -> None:
     if result.outcome is Outcome.RESIZED:
-        count(M.IMAGES_RESIZED)
-        count(M.RESIZE_MS, result.duration_ms, unit=MetricUnit.Milliseconds)
+        count(Metric.IMAGES_RESIZED)
+        count(Metric.RESIZE_MS, result.duration_ms, unit=MetricUnit.Milliseconds)
     elif result.outcome is Outcome.DUPLICATE:
-        count(M.RESIZE_DUPLICATES)
+        count(Metric.RESIZE_DUPLICATES)
     elif result.outcome is Outcome.REJECTED and result.error_code:
         count_rejection(result.error_code)
     elif result.outcome is Outcome.SUPERSEDED:
-        count(M.SUPERSEDED)
+        count(Metric.SUPERSEDED)
     elif result.outcome is Outcome.IGNORED:
-        count(M.FOLDER_MARKERS)
+        count(Metric.FOLDER_MARKERS)
 
 
 def handle_event(event: dict[str, Any], settings: ResizeSettings) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def handle_event(event: dict[str, Any], settings: ResizeSettings) -> dict[str, A
     failures: list[str] = []
     for ref in object_refs(event):
         logger.set_correlation_id(ref.key)
-        count(M.IMAGES_RECEIVED)
+        count(Metric.IMAGES_RECEIVED)
         try:
             with tracer.provider.in_subsegment("process_object") as subsegment:
                 subsegment.put_annotation("source_key", ref.key[:250])

@@ -12,7 +12,9 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-CONNECT_TIMEOUT_S = 5.0
+from lambdas.shared.contract import CONNECT_TIMEOUT_S
+
+__all__ = ["CONNECT_TIMEOUT_S", "client"]
 
 
 @cache

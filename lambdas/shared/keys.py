@@ -9,14 +9,19 @@ from __future__ import annotations
 import hashlib
 import re
 
-IMAGES_PREFIX = "images/"
-ENCODED_PREFIX = "base64_images/"
-CAPTIONS_PREFIX = "captions/"
-ERRORS_PREFIX = "errors/"
-CLAIMS_PREFIX = "claims/"
-# One small document per stage about the pipeline itself (not about an image): the caption stage's
-# latest configuration fault, which ``imgcap status`` turns into one sentence.
-HEALTH_PREFIX = "health/"
+from lambdas.shared.contract import (
+    CAPTIONS_PREFIX,
+    CLAIMS_PREFIX,
+    ENCODED_PREFIX,
+    ERRORS_PREFIX,
+    HEALTH_PREFIX,
+    IMAGES_PREFIX,
+)
+
+__all__ = ["CAPTIONS_PREFIX", "CLAIMS_PREFIX", "ENCODED_PREFIX", "ERRORS_PREFIX", "IMAGES_PREFIX"]
+
+# One small document about the pipeline itself (not about an image): the caption stage's latest
+# configuration fault, which ``imgcap status`` turns into one sentence.
 CAPTION_HEALTH_KEY = f"{HEALTH_PREFIX}caption.json"
 
 ENCODED_SUFFIX = ".txt"

@@ -23,19 +23,23 @@ from lambdas.shared.config import (
     model_spec_from,
     pacing_spec_from,
 )
+from lambdas.shared.contract import (
+    ENV_BACKOFF_BASE,
+    ENV_BACKOFF_MAX,
+    ENV_BEDROCK_MAX_ATTEMPTS,
+    ENV_BEDROCK_READ_TIMEOUT,
+    ENV_BUCKET,
+    ENV_CLAIM_LEASE,
+    ENV_MAX_CONCURRENCY,
+    ENV_MEMORY,
+    ENV_MODEL_ERROR_ATTEMPTS,
+    ENV_QUEUE_URL,
+    ENV_SSM_MAX_AGE,
+    ENV_SSM_PREFIX,
+    CaptionKnobs,
+)
 
-ENV_BUCKET = "BUCKET_NAME"
-ENV_QUEUE_URL = "QUEUE_URL"
-ENV_SSM_PREFIX = "SSM_PREFIX"
-ENV_MAX_CONCURRENCY = "MAX_CONCURRENCY"
-ENV_SSM_MAX_AGE = "SSM_MAX_AGE_SECONDS"
-ENV_MEMORY = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"  # set by Lambda itself
-ENV_BACKOFF_BASE = "THROTTLE_BACKOFF_BASE_SECONDS"
-ENV_BACKOFF_MAX = "THROTTLE_BACKOFF_MAX_SECONDS"
-ENV_MODEL_ERROR_ATTEMPTS = "MODEL_ERROR_MAX_ATTEMPTS"
-ENV_BEDROCK_READ_TIMEOUT = "BEDROCK_READ_TIMEOUT_SECONDS"
-ENV_BEDROCK_MAX_ATTEMPTS = "BEDROCK_MAX_ATTEMPTS"
-ENV_CLAIM_LEASE = "CLAIM_LEASE_SECONDS"
+_KNOBS = CaptionKnobs()  # the stack's defaults, also when a variable is unset
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +110,18 @@ def env_settings_from(env: Mapping[str, str]) -> EnvSettings:
         memory_mb=int(_env_number(env, ENV_MEMORY, 1769, 128, 10240)),
         queue_url=env.get(ENV_QUEUE_URL, "").strip() or None,
         max_concurrency=int(_env_number(env, ENV_MAX_CONCURRENCY, 2, 1, 1000)),
-        backoff_base_s=_env_number(env, ENV_BACKOFF_BASE, 10, 0, 43_200),
-        backoff_max_s=_env_number(env, ENV_BACKOFF_MAX, 300, 0, 43_200),
-        model_error_max_attempts=int(_env_number(env, ENV_MODEL_ERROR_ATTEMPTS, 3, 1, 100)),
-        bedrock_read_timeout_s=_env_number(env, ENV_BEDROCK_READ_TIMEOUT, 50, 1, 900),
-        bedrock_max_attempts=int(_env_number(env, ENV_BEDROCK_MAX_ATTEMPTS, 2, 1, 10)),
-        claim_lease_s=_env_number(env, ENV_CLAIM_LEASE, 900, 1, 43_200),
+        backoff_base_s=_env_number(env, ENV_BACKOFF_BASE, _KNOBS.throttle_backoff_base_s, 0, 43_200),
+        backoff_max_s=_env_number(env, ENV_BACKOFF_MAX, _KNOBS.throttle_backoff_max_s, 0, 43_200),
+        model_error_max_attempts=int(
+            _env_number(env, ENV_MODEL_ERROR_ATTEMPTS, _KNOBS.model_error_max_attempts, 1, 100)
+        ),
+        bedrock_read_timeout_s=_env_number(
+            env, ENV_BEDROCK_READ_TIMEOUT, _KNOBS.bedrock_read_timeout_s, 1, 900
+        ),
+        bedrock_max_attempts=int(
+            _env_number(env, ENV_BEDROCK_MAX_ATTEMPTS, _KNOBS.bedrock_max_attempts, 1, 10)
+        ),
+        claim_lease_s=_env_number(env, ENV_CLAIM_LEASE, _KNOBS.claim_lease_s, 1, 43_200),
     )
 
 

@@ -22,7 +22,6 @@ import pytest
 from infra.config import (
     INFERENCE_PROFILE_REGIONS,
     PROJECT_ROOT,
-    SSM_TUNABLES,
     ConfigurationError,
     StackConfig,
     bedrock_invoke_resources,
@@ -409,6 +408,37 @@ def test_given_each_function_then_runtime_arch_tracing_layer_logs_and_env_follow
     assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"
 
 
+@pytest.mark.parametrize("stage", ["Resize", "Caption"])
+def test_given_each_function_then_the_stack_and_the_local_runtime_give_it_the_same_environment(synth, stage):
+    """Issue 12: both call the contract's builder; the local runtime adds only what Lambda sets itself."""
+    from pathlib import Path
+
+    from imgcap.local.functions import function_specs
+    from imgcap.local.options import LocalOptions
+    from imgcap.local.provision import LocalStack
+
+    stack_env = synth.function(stage)[1]["Properties"]["Environment"]["Variables"]
+    local = LocalStack("ImageCaptioning", "b", "/ImageCaptioning", "q", "arn", "dlq", "ev", "rf", 20, 720)
+    options = LocalOptions(images=Path("."), out=Path("out"), concurrency=10)
+    resize, caption = function_specs(options, local, {})
+    local_env = (resize if stage == "Resize" else caption).env
+    assert set(stack_env) <= set(local_env)
+    lambda_runtime = {
+        k for k in set(local_env) - set(stack_env) if k.startswith(("AWS_", "POWERTOOLS_TRACE"))
+    }
+    inherited = {k for k in local_env if k in os.environ and local_env[k] == os.environ[k]}
+    assert set(local_env) - set(stack_env) - lambda_runtime - inherited <= {"PYTHONUNBUFFERED"}
+    for name, value in stack_env.items():  # plain values (not CloudFormation references) are equal
+        if isinstance(value, str) and name not in {
+            "THROTTLE_BACKOFF_BASE_SECONDS",
+            "THROTTLE_BACKOFF_MAX_SECONDS",
+            "BEDROCK_READ_TIMEOUT_SECONDS",
+            "CLAIM_LEASE_SECONDS",
+            "SSM_MAX_AGE_SECONDS",
+        }:  # the local runtime scales these knobs down on purpose (LocalTuning)
+            assert local_env[name] == value, name
+
+
 def test_given_the_env_vars_then_queue_url_goes_to_resize_and_caption_knobs_to_caption(synth):
     resize = synth.function("Resize")[1]["Properties"]["Environment"]["Variables"]
     caption = synth.function("Caption")[1]["Properties"]["Environment"]["Variables"]
@@ -504,7 +534,6 @@ def test_given_the_ssm_parameters_then_every_tunable_has_the_lambda_default_and_
 
     params = _ssm(synth)
     assert {name: params[f"/ImageCaptioning/{name}"]["Value"] for name in SSM_DEFAULTS} == SSM_DEFAULTS
-    assert {name: default for name, (_, default) in SSM_TUNABLES.items()} == SSM_DEFAULTS
     assert all(p["Type"] == "String" for p in params.values())
     assert params[f"/ImageCaptioning/{SSM_BUCKET_PARAM}"]["Value"] == {
         "Ref": synth.one("AWS::S3::Bucket", "StorageBucket")[0]

@@ -8,6 +8,7 @@ import pytest
 
 from lambdas.caption import model
 from lambdas.caption.model import RetryKind
+from lambdas.shared import contract
 from lambdas.shared.config import DEFAULT_MODEL_ID, DEFAULT_PROMPT, ModelSpec
 from lambdas.shared.errors import ErrorCode, Rejection
 from lambdas.shared.records import ImageMessage
@@ -90,7 +91,7 @@ def test_given_default_spec_when_building_request_then_notebook_settings_in_conv
 
 def test_given_spec_when_reserving_tokens_then_image_estimate_plus_prompt_plus_max_tokens():
     spec = ModelSpec(prompt="x" * 30, max_tokens=500)
-    assert model.reserved_tokens(spec) == model.IMAGE_INPUT_TOKENS_ESTIMATE + 10 + 500
+    assert model.reserved_tokens(spec) == contract.IMAGE_INPUT_TOKENS_ESTIMATE + 10 + 500
     # the default request books about 2,000 tokens against the tokens-per-minute share
     assert 1_900 <= model.reserved_tokens(ModelSpec()) <= 2_100
 

@@ -163,7 +163,7 @@ def test_defaults_are_the_notebooks_values():
 @pytest.mark.parametrize(
     ("name", "value", "fragment"),
     [
-        ("max-tokens", "lots", "'max-tokens' must be an integer"),
+        ("max-tokens", "lots", "'max-tokens' must be a whole number"),
         ("temperature", "1.5", "'temperature' must be between"),
         ("top-k", "0", "'top-k' must be between"),
         ("target-size", "1280*720", "'target-size' must look like"),

@@ -9,7 +9,7 @@ import pytest
 
 from imgcap.local.telemetry import LogSink, MetricTotals, json_object
 from imgcap.local.workers import InvocationResult
-from lambdas.shared.observability import ERROR_CODE_DIMENSION, M
+from lambdas.shared.observability import ERROR_CODE_DIMENSION, Metric
 
 pytestmark = pytest.mark.unit
 
@@ -26,17 +26,17 @@ def emf(service: str, values: dict[str, object], **dimensions: str) -> dict[str,
 def test_metric_totals_sum_per_service_and_rejections_by_code() -> None:
     # Given two blobs from resize (one a list of values, one a rejection) and one from caption
     totals = MetricTotals()
-    totals.add(emf("resize-encode", {M.IMAGES_REJECTED: 1}, **{ERROR_CODE_DIMENSION: "corrupt_image"}))
-    totals.add(emf("resize-encode", {M.IMAGES_REJECTED: [1, 2]}))
-    totals.add(emf("caption", {M.MODEL_CALLS: 2.5}))
+    totals.add(emf("resize-encode", {Metric.IMAGES_REJECTED: 1}, **{ERROR_CODE_DIMENSION: "corrupt_image"}))
+    totals.add(emf("resize-encode", {Metric.IMAGES_REJECTED: [1, 2]}))
+    totals.add(emf("caption", {Metric.MODEL_CALLS: 2.5}))
 
     # Then totals, per-service counters and the rejection codes add up
     snapshot = totals.snapshot()
-    assert snapshot["totals"] == {M.IMAGES_REJECTED: 4, M.MODEL_CALLS: 2.5}
-    assert snapshot["by_service"]["resize-encode"] == {M.IMAGES_REJECTED: 4}
+    assert snapshot["totals"] == {Metric.IMAGES_REJECTED: 4, Metric.MODEL_CALLS: 2.5}
+    assert snapshot["by_service"]["resize-encode"] == {Metric.IMAGES_REJECTED: 4}
     assert snapshot["rejections_by_code"] == {"corrupt_image": 1}
     assert snapshot["emf_blobs"] == 3
-    assert totals.total(M.MODEL_CALLS) == 2.5
+    assert totals.total(Metric.MODEL_CALLS) == 2.5
 
 
 def test_log_sink_splits_logs_metrics_and_invocations(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ def test_log_sink_splits_logs_metrics_and_invocations(tmp_path: Path) -> None:
         request_id="r1",
         ok=True,
         duration_ms=12.34,
-        log_lines=(json.dumps(warning), "plain text", json.dumps(emf("caption", {M.MODEL_CALLS: 1}))),
+        log_lines=(json.dumps(warning), "plain text", json.dumps(emf("caption", {Metric.MODEL_CALLS: 1}))),
         peak_rss_kb=2048,
     )
 
@@ -71,7 +71,7 @@ def test_log_sink_splits_logs_metrics_and_invocations(tmp_path: Path) -> None:
     assert invocation["duration_ms"] == 12.3
     assert invocation["peak_rss_mb"] == 2.0
     assert invocation["records"] == 1
-    assert metrics.total(M.MODEL_CALLS) == 1
+    assert metrics.total(Metric.MODEL_CALLS) == 1
     assert sink.last_problem == {"images/a.png": "throttled (retry 2)"}
 
 

@@ -1,0 +1,355 @@
+"""Every name the parts share, in one standard-library module: the stack, the functions, the CLI.
+
+``infra/`` (CDK), ``imgcap/`` (CLI and local runtime) and ``lambdas/`` all import this module, and
+it imports nothing but the standard library, so the CDK app can use it without loading Lambda code.
+What lives here (docs/architecture.md says where each new thing goes):
+
+- the default stack name, the metric namespace, the service names and handler entry points;
+- bucket prefixes (``keys`` builds keys from them);
+- the SSM tunables: name, CDK context key, default, allowed values, and the one parser that synth
+  and cold start both use;
+- environment variable names and one builder per function of its environment (the stack and the
+  local runtime call the same builder, a test compares them);
+- metric names (the handlers emit them, the dashboard and alarms read them);
+- stack output ids; prices and token estimates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+DEFAULT_STACK_NAME = "ImageCaptioning"
+METRICS_NAMESPACE = "ImageCaptioning"
+
+# --------------------------------------------------------------------------- functions
+
+RESIZE_SERVICE = "resize-encode"
+CAPTION_SERVICE = "caption"
+RESIZE_HANDLER = "lambdas.resize.handler.lambda_handler"
+CAPTION_HANDLER = "lambdas.caption.handler.lambda_handler"
+
+# --------------------------------------------------------------------------- bucket layout
+
+IMAGES_PREFIX = "images/"  # the only prefix that triggers the pipeline
+ENCODED_PREFIX = "base64_images/"
+CAPTIONS_PREFIX = "captions/"
+ERRORS_PREFIX = "errors/"
+CLAIMS_PREFIX = "claims/"
+HEALTH_PREFIX = "health/"  # documents about the pipeline itself, not about an image
+
+# --------------------------------------------------------------------------- SSM tunables
+
+
+class ContractError(ValueError):
+    """A value outside what the contract allows; the message names the item as the caller knows it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tunable:
+    """One SSM parameter below ``/<stack-name>/`` that may change without a redeploy."""
+
+    name: str  # the SSM parameter name
+    context_key: str  # the CDK context key that sets its deployed value
+    default: str  # as stored in SSM
+    kind: str = "text"  # text | int | float | choice | size
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+# What the model accepts (README "Limits", with sources): Amazon Nova reads images up to
+# 8,000 x 8,000 pixels, in a request of at most 25 MB in all (the image travels base64-encoded).
+MODEL_MAX_SIDE_PX = 8_000
+MODEL_MIN_SIDE_PX = 16
+MODEL_MAX_REQUEST_BYTES = 25_000_000
+REQUEST_OVERHEAD_BYTES = 64 * 1024  # the prompt, the JSON around the image, the settings
+
+RESIZE_POLICIES = ("pad", "crop", "stretch")
+
+TUNABLES: tuple[Tunable, ...] = (
+    Tunable("model-id", "modelId", "us.amazon.nova-pro-v1:0"),
+    Tunable("prompt", "prompt", "Generate a detailed description of the image."),
+    Tunable("max-tokens", "maxTokens", "300", "int", 1, 10_000),
+    Tunable("temperature", "temperature", "0.3", "float", 0.0, 1.0),
+    Tunable("top-p", "topP", "0.1", "float", 0.0, 1.0),
+    Tunable("top-k", "topK", "20", "int", 1, 500),
+    Tunable("requests-per-minute", "requestsPerMinute", "100", "float", 0.1, 1_000_000),
+    Tunable("tokens-per-minute", "tokensPerMinute", "400000", "float", 1, 1_000_000_000),
+    Tunable("target-size", "targetSize", "1280x720", "size", MODEL_MIN_SIDE_PX, MODEL_MAX_SIDE_PX),
+    Tunable("resize-policy", "resizePolicy", "pad", "choice", choices=RESIZE_POLICIES),
+)
+TUNABLES_BY_NAME: Mapping[str, Tunable] = MappingProxyType({t.name: t for t in TUNABLES})
+SSM_DEFAULTS: Mapping[str, str] = MappingProxyType({t.name: t.default for t in TUNABLES})
+
+# Provisioned facts under the same prefix (not tunables): the bucket name the notebook series reads,
+# and the queue URLs the operator CLI needs.
+SSM_BUCKET_PARAM = "s3-bucket"
+SSM_QUEUE_URL_PARAM = "queue-url"
+SSM_DLQ_URL_PARAM = "dlq-url"
+
+
+def worst_case_png_bytes(width: int, height: int) -> int:
+    """The largest PNG the resize stage can write at this size: RGBA noise that does not compress.
+
+    Four bytes a pixel plus one filter byte a row, deflate's stored-block overhead (5 bytes per
+    64 KiB) and the fixed chunks.
+    """
+    raw = height * (width * 4 + 1)
+    return raw + 5 * (raw // 65_535 + 1) + 1024
+
+
+def encoded_request_bytes(png_bytes: int) -> int:
+    """Bytes of a request carrying a PNG of ``png_bytes``: base64 (4/3) plus the overhead."""
+    return 4 * math.ceil(png_bytes / 3) + REQUEST_OVERHEAD_BYTES
+
+
+def max_target_pixels() -> int:
+    """Pixels of the largest output whose worst-case request still fits the model's limit."""
+    budget = (MODEL_MAX_REQUEST_BYTES - REQUEST_OVERHEAD_BYTES) * 3 // 4 - 1024
+    return int(budget / 4.0003)
+
+
+def parse_target_size(raw: str, label: str = "target-size") -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` within what the model accepts."""
+    try:
+        w_s, h_s = str(raw).lower().replace(" ", "").split("x")
+        w, h = int(w_s), int(h_s)
+    except ValueError as exc:
+        raise ContractError(f"{label} must look like 1280x720, got {raw!r}") from exc
+    lo, hi = MODEL_MIN_SIDE_PX, MODEL_MAX_SIDE_PX
+    if not (lo <= w <= hi and lo <= h <= hi):
+        raise ContractError(f"{label} must have both sides between {lo} and {hi} pixels, got {raw!r}")
+    request = encoded_request_bytes(worst_case_png_bytes(w, h))
+    if request > MODEL_MAX_REQUEST_BYTES:
+        raise ContractError(
+            f"{label} {raw!r} is too large: an image of that size can need {request / 1e6:.1f} MB of "
+            f"request, over the model's {MODEL_MAX_REQUEST_BYTES / 1e6:.0f} MB limit (at most about "
+            f"{max_target_pixels() / 1e6:.1f} megapixels)"
+        )
+    return w, h
+
+
+def parse_tunable(name: str, raw: object, label: str | None = None) -> object:
+    """The typed value of tunable ``name``; the one validation synth and the functions share.
+
+    ``label`` is how the caller's user knows the item (``context maxTokens``, ``configuration item
+    'max-tokens'``). Returns str, int, float or (width, height).
+    """
+    tunable = TUNABLES_BY_NAME[name]
+    label = label or f"configuration item {name!r}"
+    text = "" if raw is None else str(raw).strip()
+    if text == "":
+        raise ContractError(f"{label} must not be empty")
+    if tunable.kind == "size":
+        return parse_target_size(text, label)
+    if tunable.kind == "choice":
+        value = text.lower()
+        if value not in tunable.choices:
+            raise ContractError(f"{label} must be one of {', '.join(tunable.choices)}, got {text!r}")
+        return value
+    if tunable.kind in ("int", "float"):
+        integer = tunable.kind == "int"
+        try:
+            number: float = int(text) if integer else float(text)
+        except ValueError as exc:
+            kind = "a whole number" if integer else "a number"
+            raise ContractError(f"{label} must be {kind}, got {text!r}") from exc
+        lo = -math.inf if tunable.lo is None else tunable.lo
+        hi = math.inf if tunable.hi is None else tunable.hi
+        if not math.isfinite(number) or not lo <= number <= hi:
+            raise ContractError(f"{label} must be between {_num(lo)} and {_num(hi)}, got {text!r}")
+        return number
+    return text
+
+
+def _num(value: float) -> str:
+    return f"{value:g}" if value != int(value) else f"{int(value):,}"
+
+
+# --------------------------------------------------------------------------- environment
+
+ENV_BUCKET = "BUCKET_NAME"
+ENV_QUEUE_URL = "QUEUE_URL"
+ENV_SSM_PREFIX = "SSM_PREFIX"
+ENV_SSM_MAX_AGE = "SSM_MAX_AGE_SECONDS"
+ENV_MAX_CONCURRENCY = "MAX_CONCURRENCY"
+ENV_BACKOFF_BASE = "THROTTLE_BACKOFF_BASE_SECONDS"
+ENV_BACKOFF_MAX = "THROTTLE_BACKOFF_MAX_SECONDS"
+ENV_MODEL_ERROR_ATTEMPTS = "MODEL_ERROR_MAX_ATTEMPTS"
+ENV_BEDROCK_READ_TIMEOUT = "BEDROCK_READ_TIMEOUT_SECONDS"
+ENV_BEDROCK_MAX_ATTEMPTS = "BEDROCK_MAX_ATTEMPTS"
+ENV_CLAIM_LEASE = "CLAIM_LEASE_SECONDS"
+ENV_MEMORY = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"  # set by Lambda itself
+ENV_SERVICE = "POWERTOOLS_SERVICE_NAME"
+ENV_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
+ENV_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionKnobs:
+    """Deploy-time knobs of the caption function (environment variables)."""
+
+    throttle_backoff_base_s: float = 10
+    throttle_backoff_max_s: float = 300
+    model_error_max_attempts: int = 3
+    # Worst case of one call: attempts x (connect 5 s + read timeout) = 2 x 55 = 110 s, inside the
+    # 120 s function timeout with its 5 s margin; the function also cuts each call to its time left.
+    bedrock_read_timeout_s: float = 50
+    bedrock_max_attempts: int = 2
+    claim_lease_s: float = 900
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def common_environment(
+    *, service: str, bucket: str, ssm_prefix: str, ssm_max_age_s: int, log_level: str
+) -> dict[str, str]:
+    return {
+        ENV_SERVICE: service,
+        ENV_NAMESPACE: METRICS_NAMESPACE,
+        ENV_LOG_LEVEL: log_level,
+        ENV_BUCKET: bucket,
+        ENV_SSM_PREFIX: ssm_prefix,
+        ENV_SSM_MAX_AGE: str(ssm_max_age_s),
+    }
+
+
+def resize_environment(
+    *, bucket: str, queue_url: str, ssm_prefix: str, ssm_max_age_s: int, log_level: str
+) -> dict[str, str]:
+    """The resize function's environment (the stack's and the local runtime's)."""
+    env = common_environment(
+        service=RESIZE_SERVICE,
+        bucket=bucket,
+        ssm_prefix=ssm_prefix,
+        ssm_max_age_s=ssm_max_age_s,
+        log_level=log_level,
+    )
+    env[ENV_QUEUE_URL] = queue_url
+    return env
+
+
+def caption_environment(
+    *,
+    bucket: str,
+    ssm_prefix: str,
+    ssm_max_age_s: int,
+    log_level: str,
+    max_concurrency: int,
+    knobs: CaptionKnobs,
+) -> dict[str, str]:
+    """The caption function's environment (the stack's and the local runtime's)."""
+    env = common_environment(
+        service=CAPTION_SERVICE,
+        bucket=bucket,
+        ssm_prefix=ssm_prefix,
+        ssm_max_age_s=ssm_max_age_s,
+        log_level=log_level,
+    )
+    env.update(
+        {
+            ENV_MAX_CONCURRENCY: str(max_concurrency),
+            ENV_BACKOFF_BASE: _seconds(knobs.throttle_backoff_base_s),
+            ENV_BACKOFF_MAX: _seconds(knobs.throttle_backoff_max_s),
+            ENV_MODEL_ERROR_ATTEMPTS: str(knobs.model_error_max_attempts),
+            ENV_BEDROCK_READ_TIMEOUT: _seconds(knobs.bedrock_read_timeout_s),
+            ENV_BEDROCK_MAX_ATTEMPTS: str(knobs.bedrock_max_attempts),
+            ENV_CLAIM_LEASE: _seconds(knobs.claim_lease_s),
+        }
+    )
+    return env
+
+
+# The time the caption function keeps free at the end of an invocation, and the connect timeout of
+# its clients: the synth check of the call budget and the function use the same figures.
+CAPTION_SAFETY_MARGIN_S = 5.0
+CONNECT_TIMEOUT_S = 5.0
+CLAIM_LEASE_MARGIN_S = 60  # a claim outlives the function timeout by at least this
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class Metric:
+    """Metric names (EMF, namespace ``METRICS_NAMESPACE``, dimension ``service``)."""
+
+    IMAGES_RECEIVED = "ImagesReceived"
+    IMAGES_RESIZED = "ImagesResized"
+    IMAGES_REJECTED = "ImagesRejected"  # + ErrorCode dimension (both stages)
+    RESIZE_DUPLICATES = "ResizeDuplicatesSkipped"
+    RESIZE_MS = "ResizeDuration"
+    FOLDER_MARKERS = "FolderMarkersIgnored"
+    SUPERSEDED = "SupersededSkipped"  # a newer upload replaced the image: nothing written
+    CAPTIONS_WRITTEN = "CaptionsWritten"
+    CAPTIONS_TRUNCATED = "CaptionsTruncated"  # stopReason max_tokens: stored with "truncated": true
+    MODEL_CALLS = "ModelCalls"
+    MODEL_THROTTLES = "ModelThrottles"
+    MODEL_TRANSIENT_ERRORS = "ModelTransientErrors"
+    # Access denied, unknown / not-enabled model, a parameter the model refuses: retried, alarmed.
+    MODEL_CONFIGURATION_ERRORS = "ModelConfigurationErrors"
+    MODEL_LATENCY = "ModelLatency"
+    INPUT_TOKENS = "InputTokens"
+    OUTPUT_TOKENS = "OutputTokens"
+    DUPLICATES_AVOIDED = "DuplicatesAvoided"
+    END_TO_END_AGE = "EndToEndAge"
+    DEFERRED = "MessagesDeferred"  # batch item failures: retried later with a backed-off visibility
+    PACING_WAIT_MS = "PacingWait"
+
+
+ERROR_CODE_DIMENSION = "ErrorCode"
+
+# --------------------------------------------------------------------------- stack outputs
+
+OUTPUT_BUCKET = "BucketName"
+OUTPUT_UPLOAD_PREFIX = "UploadPrefix"
+OUTPUT_QUEUE_URL = "QueueUrl"
+OUTPUT_DLQ_URL = "DeadLetterQueueUrl"
+OUTPUT_SSM_PREFIX = "SsmPrefix"
+OUTPUT_DASHBOARD = "DashboardName"
+OUTPUT_ALARM_TOPIC = "AlarmTopicArn"
+OUTPUT_RESIZE_FUNCTION = "ResizeFunctionName"
+OUTPUT_CAPTION_FUNCTION = "CaptionFunctionName"
+OUTPUT_RESIZE_FAILURE_QUEUE = "ResizeFailureQueueUrl"
+OUTPUT_IDS = (
+    OUTPUT_BUCKET,
+    OUTPUT_UPLOAD_PREFIX,
+    OUTPUT_QUEUE_URL,
+    OUTPUT_DLQ_URL,
+    OUTPUT_SSM_PREFIX,
+    OUTPUT_DASHBOARD,
+    OUTPUT_ALARM_TOPIC,
+    OUTPUT_RESIZE_FUNCTION,
+    OUTPUT_CAPTION_FUNCTION,
+    OUTPUT_RESIZE_FAILURE_QUEUE,
+)
+
+# --------------------------------------------------------------------------- prices and tokens
+
+# Amazon Nova Pro on-demand list price, USD per 1,000 tokens (us-east-1, read 2026-11; README
+# "Costs"): the dashboard's cost widget and `imgcap status` use these unless overridden.
+NOVA_PRO_INPUT_PRICE_PER_1K = 0.0008
+NOVA_PRO_OUTPUT_PRICE_PER_1K = 0.0032
+
+# Input tokens of one call before the real usage is known: a 1280x720 image costs Nova roughly
+# 1,600 tokens (Nova user guide's image-to-token table: ~1,800 at 1400x900); rounded up, plus the
+# prompt at ~3 characters per token (generous for English). maxTokens is reserved on top.
+IMAGE_INPUT_TOKENS_ESTIMATE = 1_700
+CHARS_PER_TOKEN_ESTIMATE = 3
+
+
+def estimate_input_tokens(prompt: str) -> int:
+    return IMAGE_INPUT_TOKENS_ESTIMATE + math.ceil(len(prompt) / CHARS_PER_TOKEN_ESTIMATE)
+
+
+def estimate_cost_usd(
+    input_tokens: float,
+    output_tokens: float,
+    input_price_per_1k: float = NOVA_PRO_INPUT_PRICE_PER_1K,
+    output_price_per_1k: float = NOVA_PRO_OUTPUT_PRICE_PER_1K,
+) -> float:
+    return input_tokens / 1000 * input_price_per_1k + output_tokens / 1000 * output_price_per_1k
