@@ -10,7 +10,8 @@ as they do in Lambda.
 Everything the handler prints (Powertools writes JSON logs and EMF metric blobs to stdout) is
 captured line by line and sent to the parent as it is written. The parent enforces the function
 timeout: an invocation that runs past it is killed with its process, and the environment is
-replaced on the next invocation, as Lambda does. Each result carries the worker's peak RSS.
+replaced on the next invocation, as Lambda does. Each result carries the worker's peak RSS and
+the CPU time the invocation used (which, unlike its duration, a busy machine hardly inflates).
 
 Threads: one thread at a time runs ``invoke`` on an environment (the pool hands each environment
 to one caller), but ``kill`` may come from any thread at any moment (the pool's ``close`` while
@@ -77,6 +78,7 @@ class InvocationResult:
     init_ms: float | None = None
     log_lines: tuple[str, ...] = ()
     peak_rss_kb: int = 0
+    cpu_ms: float = 0.0  # CPU time of the worker process during the invocation (all its threads)
     worker_pid: int = 0
     started_at: float = 0.0  # epoch seconds
 
@@ -233,7 +235,7 @@ def execution_environment_main(
             log_group_name=f"/aws/lambda/{spec_fields['name']}",
             log_stream_name=f"local/{os.getpid()}",
         )
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         ok, payload, error_type, error_message = False, None, None, None
         if handler is None:
             assert init_error is not None
@@ -248,9 +250,20 @@ def execution_environment_main(
                 error_type, error_message = type(exc).__name__, str(exc)
         capture.flush()
         duration_ms = (time.perf_counter() - t0) * 1000
+        cpu_ms = (time.process_time() - cpu0) * 1000
         with lock:
             conn.send(
-                ("result", request_id, ok, payload, error_type, error_message, duration_ms, _peak_rss_kb())
+                (
+                    "result",
+                    request_id,
+                    ok,
+                    payload,
+                    error_type,
+                    error_message,
+                    duration_ms,
+                    _peak_rss_kb(),
+                    cpu_ms,
+                )
             )
 
 
@@ -413,7 +426,7 @@ class ExecutionEnvironment:
             if message[0] == "line":
                 lines.append(message[1])
                 continue
-            _, _rid, ok, payload, error_type, error_message, duration_ms, rss = message
+            _, _rid, ok, payload, error_type, error_message, duration_ms, rss, cpu_ms = message
             return InvocationResult(
                 ok=bool(ok),
                 response=json.loads(payload) if ok and payload is not None else None,
@@ -424,6 +437,7 @@ class ExecutionEnvironment:
                 init_ms=self.init_ms if cold else None,
                 log_lines=tuple(lines),
                 peak_rss_kb=int(rss),
+                cpu_ms=float(cpu_ms),
                 **base,
             )
 
@@ -478,6 +492,7 @@ class PoolStats:
     environments_started: int = 0
     environments_replaced: int = 0
     peak_rss_kb: int = 0
+    max_cpu_ms: float = 0.0  # the most CPU time one invocation used
     init_ms: list[float] = field(default_factory=list)
 
     def as_dict(self, memory_mb: int) -> dict[str, Any]:
@@ -489,6 +504,7 @@ class PoolStats:
             "environments_started": self.environments_started,
             "environments_replaced": self.environments_replaced,
             "peak_rss_mb": round(self.peak_rss_kb / 1024, 1),
+            "max_cpu_ms": round(self.max_cpu_ms, 1),
             "memory_mb": memory_mb,
             "max_init_ms": round(max(self.init_ms), 1) if self.init_ms else None,
         }
@@ -544,6 +560,7 @@ class WorkerPool:
                 self.stats.timeouts += 1 if result.timed_out else 0
                 self.stats.cold_starts += 1 if result.cold_start else 0
                 self.stats.peak_rss_kb = max(self.stats.peak_rss_kb, result.peak_rss_kb)
+                self.stats.max_cpu_ms = max(self.stats.max_cpu_ms, result.cpu_ms)
                 if result.init_ms is not None:
                     self.stats.init_ms.append(result.init_ms)
             return result

@@ -43,15 +43,18 @@ def test_a_message_throttled_past_max_receive_count_ends_in_the_dlq_and_is_accou
 def test_uploads_not_final_at_the_timeout_are_named_and_fail_the_run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """Given a model that takes 20 s to answer and a run timeout of 4 s."""
+    """Given a model that never answers in time and a run timeout of 20 s."""
     images = tmp_path_factory.mktemp("images")
     names = write_images(images, 2)
 
+    # The run timeout counts from before the servers start: 20 s leaves a busy machine ample time
+    # to start them and upload both files, so that both are named as uploads that are not final.
+    # The stand-in holds every answer far longer than that (until the run stops it).
     run = run_pipeline(
         images,
         tmp_path_factory.mktemp("out"),
-        standin_latency_s=(20.0, 20.0),
-        timeout_s=4.0,
+        standin_latency_s=(600.0, 600.0),
+        timeout_s=20.0,
         tuning_overrides={"bedrock_read_timeout_s": 30.0},
     )
     summary = run.summary
@@ -60,4 +63,4 @@ def test_uploads_not_final_at_the_timeout_are_named_and_fail_the_run(
     assert summary["lost"] == 2
     assert summary["not_final"] == [f"images/{n}" for n in names]
     assert run.result.exit_code == 1
-    assert "TIMEOUT after 4 s: 2 upload(s) not final: images/img-000.png, images/img-001.png" in run.progress
+    assert "TIMEOUT after 20 s: 2 upload(s) not final: images/img-000.png, images/img-001.png" in run.progress

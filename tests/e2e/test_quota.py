@@ -1,6 +1,6 @@
 """A real requests-per-minute quota with more images in flight than it allows: throttled, retried, not lost.
 
-The stand-in's quota is 3 calls per 4-second window (45 rpm); the workers are told they may make
+The stand-in's quota is 3 calls per 8-second window (22.5 rpm); the workers are told they may make
 6,000 calls a minute, so they burst into the quota and get HTTP 429 ThrottlingException. The
 caption stage must turn those into backed-off redeliveries until every image is captioned, with
 exactly one paid call per image, never more than the quota in any window, nothing in the DLQ.
@@ -16,7 +16,10 @@ pytestmark = pytest.mark.e2e
 
 IMAGES = 5
 QUOTA_PER_WINDOW = 3
-WINDOW_S = 4.0
+# Five calls must come within one window for the quota to bite; images reach the caption stage one
+# resize at a time, so the window is wide enough for a busy machine (at 4 s a slow machine could
+# space the calls out under the quota), and narrow enough for the throttled to come back soon.
+WINDOW_S = 8.0
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,7 @@ def throttled(tmp_path_factory: pytest.TempPathFactory) -> Run:
     return run_pipeline(
         images,
         tmp_path_factory.mktemp("out"),
-        rpm=QUOTA_PER_WINDOW * 60 / WINDOW_S,  # the stand-in's quota: 45 rpm, as 3 per 4 s
+        rpm=QUOTA_PER_WINDOW * 60 / WINDOW_S,  # the stand-in's quota: 22.5 rpm, as 3 per 8 s
         quota_window_s=WINDOW_S,
         pacing_rpm=6000.0,  # what the workers believe: far more than the quota
         concurrency=3,

@@ -335,6 +335,11 @@ def sleepy_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"slept": event["sleep_s"], "pid": os.getpid()}
 
 
+def busy_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    total = sum(i * i for i in range(int(event["n"])))
+    return {"total": total}
+
+
 def failing_handler(event: dict[str, Any], context: Any) -> None:
     raise ValueError(f"bad event {event['n']}")
 
@@ -438,3 +443,20 @@ def test_given_a_missing_handler_module_when_invoked_then_an_import_error_is_rep
 
     assert not result.ok
     assert result.error_type == "Runtime.ImportModuleError"
+
+
+def test_given_invocations_when_they_compute_or_wait_then_cpu_time_counts_only_the_computing(
+    pool_factory: Any,
+) -> None:
+    sleeper, busy = pool_factory("sleepy_handler"), pool_factory("busy_handler")
+
+    slept = sleeper.invoke({"sleep_s": 1})
+    computed = busy.invoke({"n": 3_000_000})
+
+    assert slept.ok
+    assert computed.ok
+    # Waiting costs wall-clock time but next to no CPU, however busy the machine is
+    assert slept.duration_ms >= 1000
+    assert 0 <= slept.cpu_ms < 500
+    assert computed.cpu_ms > 0
+    assert busy.stats.max_cpu_ms == computed.cpu_ms
