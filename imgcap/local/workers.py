@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
-INIT_TIMEOUT_S = 60.0  # spawn + imports on a busy 2-core machine; Lambda's own init limit is 10 s
+INIT_TIMEOUT_S = 120.0  # spawn + imports on a busy 2-core machine (imports alone: 7 s); Lambda allows 10 s
 # The parent waits this much past the function timeout before it kills the worker: the worker's
 # own deadline starts when it receives the event, and on a busy machine the answer of a handler
 # that stops just in time (``get_remaining_time_in_millis``) can take a while to arrive.
