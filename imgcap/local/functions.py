@@ -66,13 +66,29 @@ def caption_knobs(tuning: LocalTuning) -> CaptionKnobs:
     )
 
 
-def _lambda_env(name: str, memory_mb: int) -> dict[str, str]:
-    """What the Lambda service sets in every execution environment."""
-    return {
+def _spec(
+    name: str,
+    handler: str,
+    memory_mb: int,
+    timeout_s: float,
+    runtime: Mapping[str, str],
+    stack_env: Mapping[str, str],
+) -> FunctionSpec:
+    """One function: what Lambda sets in every execution environment, then what the stack sets."""
+    lambda_env = {
         "AWS_LAMBDA_FUNCTION_NAME": name,
         contract.ENV_MEMORY: str(memory_mb),
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
     }
+    return FunctionSpec(
+        name=name,
+        handler=handler,
+        env={**runtime, **lambda_env, **stack_env},
+        memory_mb=memory_mb,
+        timeout_s=timeout_s,
+        region=runtime["AWS_REGION"],
+        account=LOCAL_ACCOUNT,
+    )
 
 
 def function_specs(
@@ -92,44 +108,34 @@ def function_specs(
     runtime.setdefault("AWS_DEFAULT_REGION", runtime["AWS_REGION"])
     resize_name = f"{options.stack_name}-{RESIZE_SERVICE}"
     caption_name = f"{options.stack_name}-{CAPTION_SERVICE}"
-    resize = FunctionSpec(
-        name=resize_name,
-        handler=options.resize_handler,
-        env={
-            **runtime,
-            **_lambda_env(resize_name, tuning.resize_memory_mb),
-            **contract.resize_environment(
-                bucket=stack.bucket,
-                queue_url=stack.queue_url,
-                ssm_prefix=stack.ssm_prefix,
-                ssm_max_age_s=tuning.ssm_max_age_s,
-                log_level=LOCAL_LOG_LEVEL,
-            ),
-        },
-        memory_mb=tuning.resize_memory_mb,
-        timeout_s=tuning.resize_timeout_s,
-        region=runtime["AWS_REGION"],
-        account=LOCAL_ACCOUNT,
+    resize = _spec(
+        resize_name,
+        options.resize_handler,
+        tuning.resize_memory_mb,
+        tuning.resize_timeout_s,
+        runtime,
+        contract.resize_environment(
+            bucket=stack.bucket,
+            queue_url=stack.queue_url,
+            ssm_prefix=stack.ssm_prefix,
+            ssm_max_age_s=tuning.ssm_max_age_s,
+            log_level=LOCAL_LOG_LEVEL,
+        ),
     )
-    caption = FunctionSpec(
-        name=caption_name,
-        handler=options.caption_handler,
-        env={
-            **runtime,
-            **_lambda_env(caption_name, tuning.caption_memory_mb),
-            **contract.caption_environment(
-                bucket=stack.bucket,
-                ssm_prefix=stack.ssm_prefix,
-                ssm_max_age_s=tuning.ssm_max_age_s,
-                log_level=LOCAL_LOG_LEVEL,
-                max_concurrency=options.concurrency,
-                knobs=caption_knobs(tuning),
-            ),
-        },
-        memory_mb=tuning.caption_memory_mb,
-        timeout_s=tuning.caption_timeout_s,
-        region=runtime["AWS_REGION"],
-        account=LOCAL_ACCOUNT,
+    caption = _spec(
+        caption_name,
+        options.caption_handler,
+        tuning.caption_memory_mb,
+        tuning.caption_timeout_s,
+        runtime,
+        contract.caption_environment(
+            bucket=stack.bucket,
+            ssm_prefix=stack.ssm_prefix,
+            ssm_max_age_s=tuning.ssm_max_age_s,
+            log_level=LOCAL_LOG_LEVEL,
+            max_concurrency=options.concurrency,
+            knobs=caption_knobs(tuning),
+        ),
     )
     return resize, caption
 

@@ -18,8 +18,10 @@ from typing import Any
 from imgcap.ops.bucket import (
     PIPELINE_PREFIXES,
     ObjectSummary,
+    RecordUnreadable,
     as_dict,
     list_objects,
+    read_json,
     read_records,
     source_key_of,
 )
@@ -235,9 +237,9 @@ CONFIGURATION_FAULT_RECENT_S = 3600
 
 def read_configuration_fault(s3: Any, bucket: str, now_epoch: float) -> dict[str, Any] | None:
     """The caption stage's latest configuration fault, if it happened in the last hour."""
-    records, _ = read_records(s3, bucket, [keys.CAPTION_HEALTH_KEY], 1)
-    document = records.get(keys.CAPTION_HEALTH_KEY)
-    if not document:
+    try:
+        document = read_json(s3, bucket, keys.CAPTION_HEALTH_KEY)
+    except RecordUnreadable:  # none written yet (or not JSON): nothing to report
         return None
     epoch = document.get("epoch")
     if not isinstance(epoch, int | float) or now_epoch - float(epoch) > CONFIGURATION_FAULT_RECENT_S:

@@ -181,6 +181,7 @@ class Batch:
         self._remaining_ms = remaining_ms
         self.stopped = False
         self._handed_back = 0
+        self._claims = Claims(worker.store, lease_s=settings.claim_lease_s, wall=worker.wall)
 
     # ------------------------------------------------------------------ the use case
 
@@ -219,8 +220,7 @@ class Batch:
             return self._reject(message, rejection.code, rejection.message, rejection.error_type)
         del encoded
 
-        claims = Claims(self._w.store, lease_s=self._s.claim_lease_s, wall=self._w.wall)
-        claim = claims.take(message.source_key, message.source_etag, delivery.message_id)
+        claim = self._claims.take(message.source_key, message.source_etag, delivery.message_id)
         if claim is None:
             visibility = self._backoff(delivery)
             self._change_visibility(delivery, visibility)
@@ -233,7 +233,7 @@ class Batch:
         try:
             return self._caption(message, delivery, png)
         finally:
-            claims.release(claim)
+            self._claims.release(claim)
 
     def _caption(self, message: ImageMessage, delivery: Delivery, png: bytes) -> Result:
         """With the claim held: final duplicate check, pacing, the one paid call, the record."""

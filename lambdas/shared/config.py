@@ -93,13 +93,8 @@ def _number(values: Mapping[str, str], name: str) -> float:
     return value
 
 
-def parse_target_size(raw: str, name: str = "target-size") -> tuple[int, int]:
-    """``WIDTHxHEIGHT`` within what the model accepts (``contract.parse_target_size``)."""
-    return contract.parse_target_size(raw, name)
-
-
 def image_spec_from(values: Mapping[str, str], memory_mb: int) -> ImageSpec:
-    w, h = parse_target_size(_get(values, "target-size"), "configuration item 'target-size'")
+    w, h = contract.parse_target_size(_get(values, "target-size"), "configuration item 'target-size'")
     policy = ResizePolicy(str(contract.parse_tunable("resize-policy", _get(values, "resize-policy"))))
     return ImageSpec(width=w, height=h, policy=policy, max_pixels=pixel_limit_for_memory(memory_mb))
 

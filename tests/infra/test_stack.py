@@ -584,7 +584,8 @@ def test_given_invalid_context_when_parsed_then_the_error_names_the_key(context,
 
 
 def test_given_the_target_sizes_the_functions_accept_then_synth_accepts_them_too():
-    from lambdas.shared.config import ConfigError, parse_target_size
+    from lambdas.shared.contract import ContractError as ConfigError
+    from lambdas.shared.contract import parse_target_size
 
     for size in ("1280x720", "16x16", "8000x16", "2560x1440", "1920x1080"):
         parse_target_size(size)  # the functions accept it ...
