@@ -54,7 +54,9 @@ def servers(options: LocalOptions) -> Iterator[tuple[str, BedrockStandin | None]
                 window_s=options.quota_window_s,
                 latency_s=options.standin_latency_s,
                 faults=options.faults,
-                timeout_hold_s=min(60.0, options.tuning.bedrock_read_timeout_s + 1.0),
+                timeout_hold_s=min(
+                    60.0, options.tuning.bedrock_read_timeout_s + 5.0
+                ),  # client gives up first
                 seed=options.standin_seed,
             )
             standin = stack.enter_context(BedrockStandin(config).serve())

@@ -1,7 +1,7 @@
 """Every file of the hostile/odd corpus (tests/corpus.py) through the pure domain function.
 
 Each case must end exactly as the corpus says (a 1280x720 PNG, or a rejection with the stated
-code), within 5 s; a fresh process that encodes the whole corpus stays under MEMORY_BOUND_MB.
+code), within 5 s of CPU time; a fresh process that encodes the whole corpus stays under MEMORY_BOUND_MB.
 """
 
 from __future__ import annotations
@@ -77,9 +77,10 @@ def test_given_the_corpus_then_it_is_big_varied_and_small_on_disk(tmp_path: Path
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_given_a_corpus_file_when_encoded_then_outcome_is_the_expected_one(case: CorpusCase) -> None:
-    started = time.perf_counter()
+    # CPU time, not wall-clock: a busy machine stretches the latter, not the work a file costs
+    started = time.process_time()
     got, out = outcome(case)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
     assert got == case.expected, case.about
     assert elapsed < PER_FILE_SECONDS
     if isinstance(out, str):
@@ -116,13 +117,13 @@ root, max_pixels, names = Path(sys.argv[1]), int(sys.argv[2]), json.loads(sys.st
 spec, slowest = ImageSpec(max_pixels=max_pixels), (0.0, "")
 for name in names:
     data = (root / name).read_bytes()
-    started = time.perf_counter()
+    started = time.process_time()  # CPU seconds: what the file costs, whatever else runs
     try:
         resize_and_encode(data, spec)
     except Rejection:
         pass
     del data
-    slowest = max(slowest, (time.perf_counter() - started, name))
+    slowest = max(slowest, (time.process_time() - started, name))
 # VmHWM, not ru_maxrss: after a vfork+exec Linux carries the parent's high-water mark into ru_maxrss.
 hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"peak_mb": int(hwm.split()[1]) / 1024, "slowest": slowest}))
@@ -141,11 +142,11 @@ def test_given_a_fresh_process_when_it_encodes_the_whole_corpus_then_memory_stay
         capture_output=True,
         text=True,
         cwd=REPO,
-        timeout=120,
+        timeout=600,  # a hang guard only; the per-file bound is on CPU time
         check=True,
     )
     report = json.loads(done.stdout)
-    # Then its peak RSS stays under the stated bound and no file took more than 5 s
+    # Then its peak RSS stays under the stated bound and no file took more than 5 s of CPU time
     print(f"corpus peak RSS {report['peak_mb']:.0f} MB, slowest {report['slowest']}")
     assert report["peak_mb"] < MEMORY_BOUND_MB, report
     assert report["slowest"][0] < PER_FILE_SECONDS, report
