@@ -4,12 +4,14 @@ Thin: read settings (SSM through the Powertools cache, so a new prompt, model or
 within ``SSM_MAX_AGE_SECONDS``), hand each record to ``service.Batch.process`` through Powertools'
 ``BatchProcessor``, turn outcomes into metrics and logs, and report every delivery that must come
 back (throttled, busy, out of time, anonymous garbage) as a batch item failure by raising.
-The worker (adapters, pacer, call-time estimate) is built once per execution environment, so the
-pacer's state carries over from one invocation to the next.
+The worker (adapters, pacer, call-time estimate) and the queues live in one ``CaptionEnvironment``
+built once per execution environment, so the pacer's state carries over from one invocation to
+the next; tests pass their own.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -24,67 +26,56 @@ from lambdas.caption.service import Batch, CaptionWorker, Delivery, Outcome, Res
 from lambdas.shared import aws
 from lambdas.shared.observability import Metric, count, count_rejection, logger, metrics, tracer
 from lambdas.shared.settings import CaptionSettings, caption_settings
-from lambdas.shared.storage import S3Store, SqsQueue
+from lambdas.shared.storage import Queue, QueueByArn, S3Store
 
 
 class DeliveryFailed(Exception):
     """Raised for a record that must be reported in ``batchItemFailures``."""
 
 
-class QueueByArn:
-    """The event source queue, found from its ARN with GetQueueUrl on first use.
+class CaptionEnvironment:
+    """What one execution environment keeps between invocations: the worker and the queues by ARN.
 
-    The caption function has no queue URL in its environment; ``arn:aws:sqs:REGION:ACCOUNT:NAME``
-    names it, and GetQueueUrl answers correctly against real SQS and moto alike.
+    Built once per environment (``ENVIRONMENT`` below is the one Lambda uses); a test or the local
+    runtime passes its own to ``lambda_handler(event, context, environment=...)``. The worker is
+    rebuilt only when its deploy-time settings change, so the pacer's state carries over.
     """
 
-    def __init__(self, arn: str) -> None:
-        self.arn = arn
-        self._queue: SqsQueue | None = None
+    def __init__(
+        self,
+        make_queue: Callable[[str], Queue] = QueueByArn,
+        make_worker: Callable[[CaptionSettings], CaptionWorker] | None = None,
+    ) -> None:
+        self._make_queue = make_queue
+        self._make_worker = make_worker or _new_worker
+        self._worker_key: tuple[str, float, int] | None = None
+        self.worker: CaptionWorker | None = None
+        self.queues: dict[str, Queue] = {}
 
-    def _resolve(self) -> SqsQueue:
-        if self._queue is None:
-            parts = self.arn.split(":")
-            if len(parts) != 6 or parts[2] != "sqs":
-                raise ValueError(f"not an SQS queue ARN: {self.arn!r}")
-            sqs = aws.client("sqs")
-            url = sqs.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])["QueueUrl"]
-            self._queue = SqsQueue(sqs, url)
-        return self._queue
+    def worker_for(self, settings: CaptionSettings) -> CaptionWorker:
+        key = (settings.bucket, settings.bedrock_read_timeout_s, settings.bedrock_max_attempts)
+        if self.worker is None or key != self._worker_key:
+            self.worker, self._worker_key = self._make_worker(settings), key
+        return self.worker
 
-    def send(self, body: str) -> str:
-        return self._resolve().send(body)
-
-    def change_visibility(self, receipt_handle: str, seconds: int) -> None:
-        self._resolve().change_visibility(receipt_handle, seconds)
-
-
-# Per execution environment: the worker (keyed by its deploy-time settings) and one queue per ARN.
-_WORKERS: dict[tuple[str, float, int], CaptionWorker] = {}
-_QUEUES: dict[str, QueueByArn] = {}
+    def queue_for(self, arn: str) -> Queue:
+        if arn not in self.queues:
+            self.queues[arn] = self._make_queue(arn)
+        return self.queues[arn]
 
 
-def worker_for(settings: CaptionSettings) -> CaptionWorker:
-    key = (settings.bucket, settings.bedrock_read_timeout_s, settings.bedrock_max_attempts)
-    worker = _WORKERS.get(key)
-    if worker is None:
-        worker = CaptionWorker(
-            store=S3Store(aws.client("s3"), settings.bucket),
-            call_model=converse_caller(settings.bedrock_read_timeout_s, settings.bedrock_max_attempts),
-            pacer=Pacer(settings.pacing.worker_rpm, settings.pacing.worker_tpm),
-        )
-        _WORKERS.clear()
-        _WORKERS[key] = worker
-    return worker
+def _new_worker(settings: CaptionSettings) -> CaptionWorker:
+    return CaptionWorker(
+        store=S3Store(aws.client("s3"), settings.bucket),
+        call_model=converse_caller(settings.bedrock_read_timeout_s, settings.bedrock_max_attempts),
+        pacer=Pacer(settings.pacing.worker_rpm, settings.pacing.worker_tpm),
+    )
 
 
-def reset_environment() -> None:
-    """Forget the worker and queues, as a fresh execution environment would (tests, local runtime)."""
-    _WORKERS.clear()
-    _QUEUES.clear()
+ENVIRONMENT = CaptionEnvironment()
 
 
-def _delivery(record: SQSRecord) -> Delivery:
+def _delivery(record: SQSRecord, environment: CaptionEnvironment) -> Delivery:
     try:
         receive_count = int(record.attributes.approximate_receive_count)
     except (KeyError, TypeError, ValueError):
@@ -92,7 +83,7 @@ def _delivery(record: SQSRecord) -> Delivery:
     arn = record.get("eventSourceARN")
     queue = None
     if arn:
-        queue = _QUEUES.get(arn) or _QUEUES.setdefault(arn, QueueByArn(arn))
+        queue = environment.queue_for(arn)
     return Delivery(
         message_id=record.message_id,
         receipt_handle=record.receipt_handle,
@@ -163,8 +154,8 @@ def _log(result: Result, delivery: Delivery) -> None:
         logger.info(f"{result.outcome.value}: {result.source_key}", extra=extra)
 
 
-def _handle_record(batch: Batch, record: SQSRecord) -> str:
-    delivery = _delivery(record)
+def _handle_record(batch: Batch, record: SQSRecord, environment: CaptionEnvironment) -> str:
+    delivery = _delivery(record, environment)
     logger.set_correlation_id(source_key_of(delivery.body))
     try:
         with tracer.provider.in_subsegment("## caption_message") as subsegment:
@@ -187,16 +178,18 @@ def _handle_record(batch: Batch, record: SQSRecord) -> str:
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(
+    event: dict[str, Any], context: LambdaContext, environment: CaptionEnvironment = ENVIRONMENT
+) -> dict[str, Any]:
     settings = caption_settings()
-    worker = worker_for(settings)
+    worker = environment.worker_for(settings)
     if not event.get("Records"):  # nothing to do (Powertools rejects an empty batch)
         return {"batchItemFailures": []}
     batch = worker.begin(settings, context.get_remaining_time_in_millis)
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
     def record_handler(record: SQSRecord) -> str:
-        return _handle_record(batch, record)
+        return _handle_record(batch, record, environment)
 
     try:
         response = process_partial_response(

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from lambdas.shared import keys
+from lambdas.shared import aws, keys
 
 # Object metadata the stages write and read back (S3 user metadata: x-amz-meta-<name>).
 SOURCE_ETAG_META = "source-etag"
@@ -226,3 +226,31 @@ class SqsQueue:
         self._sqs.change_message_visibility(
             QueueUrl=self.queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=int(seconds)
         )
+
+
+class QueueByArn:
+    """A queue named by its ARN (an SQS event record's ``eventSourceARN``), resolved on first use.
+
+    The caption function has no queue URL in its environment; ``arn:aws:sqs:REGION:ACCOUNT:NAME``
+    names it, and GetQueueUrl answers correctly against real SQS and moto alike.
+    """
+
+    def __init__(self, arn: str) -> None:
+        self.arn = arn
+        self._queue: SqsQueue | None = None
+
+    def _resolve(self) -> SqsQueue:
+        if self._queue is None:
+            parts = self.arn.split(":")
+            if len(parts) != 6 or parts[2] != "sqs":
+                raise ValueError(f"not an SQS queue ARN: {self.arn!r}")
+            sqs = aws.client("sqs")
+            url = sqs.get_queue_url(QueueName=parts[5], QueueOwnerAWSAccountId=parts[4])["QueueUrl"]
+            self._queue = SqsQueue(sqs, url)
+        return self._queue
+
+    def send(self, body: str) -> str:
+        return self._resolve().send(body)
+
+    def change_visibility(self, receipt_handle: str, seconds: int) -> None:
+        self._resolve().change_visibility(receipt_handle, seconds)

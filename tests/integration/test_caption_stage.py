@@ -26,6 +26,7 @@ from PIL import Image
 from lambdas.shared import aws, keys
 from lambdas.shared.config import SSM_DEFAULTS
 from lambdas.shared.records import ImageMessage
+from lambdas.shared.storage import QueueByArn
 from tests.lambda_context import FakeLambdaContext
 
 pytestmark = pytest.mark.integration
@@ -73,12 +74,13 @@ class Stage:
         self.visibility: dict[str, int] = {}
         recorder = self.visibility
 
-        class RecordingQueue(handler.QueueByArn):
+        class RecordingQueue(QueueByArn):
             def change_visibility(self, receipt_handle: str, seconds: int) -> None:
                 recorder[receipt_handle] = seconds
                 super().change_visibility(receipt_handle, seconds)
 
-        handler._QUEUES[queue_arn] = RecordingQueue(queue_arn)
+        # This test's own execution environment: fresh per test, with a queue that records.
+        self.environment = handler.CaptionEnvironment(make_queue=RecordingQueue)
 
     def seed(
         self, name: str, etag: str, encoded: bytes | None = None, encoded_etag: str | None = None
@@ -146,7 +148,7 @@ class Stage:
         """Run the handler; return the failed message ids (batchItemFailures)."""
         with self.bedrock:
             response = self.handler.lambda_handler(
-                {"Records": records}, FakeLambdaContext(timeout_s=timeout_s)
+                {"Records": records}, FakeLambdaContext(timeout_s=timeout_s), environment=self.environment
             )
         return [item["itemIdentifier"] for item in response["batchItemFailures"]]
 
@@ -178,12 +180,10 @@ class Stage:
 def _reset_caches() -> None:
     from aws_lambda_powertools.utilities import parameters
 
-    from lambdas.caption import handler
     from lambdas.shared import settings
 
     settings.env_settings.cache_clear()
     aws.client.cache_clear()
-    handler.reset_environment()
     parameters.clear_caches()
 
 
@@ -490,7 +490,7 @@ def test_given_rpm_changed_in_ssm_when_next_invocation_then_same_pacer_runs_at_n
     body = stage.seed("rate.jpg", "e")
     stage.bedrock.add_response("converse", _answer())
     assert stage.invoke(stage.deliver(body)) == []
-    worker = next(iter(stage.handler._WORKERS.values()))
+    worker = stage.environment.worker
     pacer = worker.pacer
     assert pacer.requests_per_minute == float(FAST_RPM) / 2  # R / C
 
@@ -499,7 +499,7 @@ def test_given_rpm_changed_in_ssm_when_next_invocation_then_same_pacer_runs_at_n
     assert stage.invoke(stage.deliver(body)) == []  # a duplicate: no call, but settings re-read
 
     # Then the same pacer (state kept) now paces at 120 / 2 per minute
-    assert next(iter(stage.handler._WORKERS.values())).pacer is pacer
+    assert stage.environment.worker.pacer is pacer
     assert pacer.requests_per_minute == 60
 
 
@@ -507,7 +507,7 @@ def test_given_caption_written_right_after_the_first_check_when_claimed_then_no_
     # Given another delivery that writes the caption just after this one's first (cheap) check
     body = stage.seed("race.jpg", "e-race")
     stage.invoke(stage.deliver())  # builds the worker for this environment
-    worker = next(iter(stage.handler._WORKERS.values()))
+    worker = stage.environment.worker
     real_store = worker.store
 
     class RacingStore:
