@@ -119,7 +119,8 @@ class StackConfig:
         default_factory=lambda: MappingProxyType({name: d for name, (_, d) in SSM_TUNABLES.items()})
     )
     destroy_on_removal: bool = False
-    max_concurrency: int = 10
+    max_concurrency: int = 10  # from_context: `auto` (default) sizes it from R and the model latency
+    model_latency_s: float = contract.DEFAULT_MODEL_LATENCY_S
     resize_reserved_concurrency: int = 20
     resize_memory_mb: int = 1769  # sized for a 24-megapixel upload; the image engineer measures it
     resize_timeout_s: int = 120
@@ -167,11 +168,16 @@ class StackConfig:
         ctx = _Context(get)
         tunables = {name: ctx.text(key, default) for name, (key, default) in SSM_TUNABLES.items()}
         _validate_tunables(tunables)
+        latency_s = ctx.number(
+            "modelLatencySeconds", contract.expected_model_latency_s(tunables["model-id"]), lo=0.1, hi=600
+        )
+        max_concurrency = _max_concurrency(ctx.text("maxConcurrency", contract.AUTO), tunables, latency_s)
         config = cls(
             stack_name=ctx.text("stackName", DEFAULT_STACK_NAME),
             tunables=MappingProxyType(tunables),
             destroy_on_removal=ctx.flag("destroyOnRemoval", default=False),
-            max_concurrency=ctx.integer("maxConcurrency", 10, lo=2, hi=1000),
+            max_concurrency=max_concurrency,
+            model_latency_s=latency_s,
             resize_reserved_concurrency=ctx.integer("resizeReservedConcurrency", 20, lo=1, hi=1000),
             resize_memory_mb=ctx.integer("resizeMemoryMb", 1769, lo=512, hi=10240),
             log_level=ctx.text("logLevel", "INFO").upper(),
@@ -266,6 +272,18 @@ class _Context:
         if number != int(number):
             raise ConfigurationError(f"context {key} must be a whole number, got {number!r}")
         return int(number)
+
+
+def _max_concurrency(text: str, tunables: Mapping[str, str], latency_s: float) -> int:
+    """``-c maxConcurrency``: a number wins; ``auto`` covers R requests/minute at the model's latency."""
+    try:
+        explicit = contract.parse_concurrency(text, "context maxConcurrency")
+    except ContractError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    if explicit is not None:
+        return explicit
+    rpm = float(tunables["requests-per-minute"])  # validated by _validate_tunables
+    return contract.auto_concurrency(rpm, latency_s)
 
 
 def _validate_tunables(tunables: Mapping[str, str]) -> None:

@@ -48,7 +48,7 @@ from infra.config import CAPTION_SERVICE, METRICS_NAMESPACE, RESIZE_SERVICE, Sta
 from infra.constructs.caption_stage import CaptionStage
 from infra.constructs.queues import CaptionQueues
 from infra.constructs.resize_stage import ResizeStage
-from lambdas.shared.contract import ERROR_CODE_DIMENSION, Metric
+from lambdas.shared.contract import ERROR_CODE_DIMENSION, SHORTFALL_THRESHOLD, Metric
 
 # Key actions, enumerated: the key policy holds no action wildcard. The account keeps every
 # administrative action (including PutKeyPolicy, so the key can never become unmanageable).
@@ -308,6 +308,25 @@ class Monitoring(Construct):
                 )
             },
         )
+        shortfall = CustomMetricWithAlarm(
+            metric=self._metric(Metric.CAPACITY_SHORTFALL, CAPTION_SERVICE),
+            alarm_friendly_name=Metric.CAPACITY_SHORTFALL,
+            add_alarm={
+                "Sustained": CustomThreshold(
+                    threshold=1,
+                    comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                    evaluation_periods=3,
+                    datapoints_to_alarm=2,
+                    treat_missing_data_override=cloudwatch.TreatMissingData.NOT_BREACHING,
+                    alarm_description_override=(
+                        f"With work waiting, {config.max_concurrency} caption workers at the observed "
+                        "model call time cannot reach the requests per minute configured (below "
+                        f"{SHORTFALL_THRESHOLD:.0%} of it). `imgcap status` says by how much and which "
+                        "-c maxConcurrency to redeploy with."
+                    ),
+                )
+            },
+        )
         facade.monitor_custom(
             alarm_friendly_name="Pipeline",
             human_readable_name="Pipeline (custom metrics, per 5 minutes)",
@@ -338,6 +357,16 @@ class Monitoring(Construct):
                     metrics=[
                         self._metric(Metric.MODEL_LATENCY, CAPTION_SERVICE, "p50", "ModelLatency p50"),
                         self._metric(Metric.MODEL_LATENCY, CAPTION_SERVICE, "p95", "ModelLatency p95"),
+                    ],
+                ),
+                CustomMetricGroup(
+                    title=(
+                        f"Fleet capacity (requests/min reachable by {config.max_concurrency} workers, "
+                        "with a backlog)"
+                    ),
+                    metrics=[
+                        self._metric(Metric.REACHABLE_RPM, CAPTION_SERVICE, "Average", "Reachable rpm"),
+                        shortfall,
                     ],
                 ),
                 CustomMetricGroup(title="Tokens", metrics=[input_tokens, output_tokens]),

@@ -20,6 +20,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.caption.bedrock import converse_caller
+from lambdas.caption.capacity import has_backlog
 from lambdas.caption.model import RetryKind
 from lambdas.caption.pacing import Pacer
 from lambdas.caption.service import Batch, CaptionWorker, Delivery, Outcome, Result, source_key_of
@@ -175,6 +176,34 @@ def _handle_record(batch: Batch, record: SQSRecord, environment: CaptionEnvironm
     return result.outcome.value
 
 
+def _queue_wait_s(record: dict[str, Any]) -> float | None:
+    """Seconds the record waited in the queue before its first receive (None when not given)."""
+    attributes = record.get("attributes") or {}
+    try:
+        sent = float(attributes["SentTimestamp"])
+        first = float(attributes["ApproximateFirstReceiveTimestamp"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return max(0.0, (first - sent) / 1000.0)
+
+
+def _backlog(records: list[dict[str, Any]]) -> bool:
+    waits = [w for w in (_queue_wait_s(r) for r in records) if w is not None]
+    return has_backlog(len(records), max(waits) if waits else None)
+
+
+def _report_capacity(batch: Batch, worker: CaptionWorker, settings: CaptionSettings) -> None:
+    """With a backlog: the fleet's reachable rate as a metric; a shortfall counted and noted."""
+    assessment = batch.capacity()
+    if assessment is None or not assessment.backlog:
+        return
+    count(Metric.REACHABLE_RPM, assessment.reachable_rpm)  # a rate: read it as an Average
+    if assessment.shortfall:
+        count(Metric.CAPACITY_SHORTFALL)
+        logger.warning(f"capacity shortfall: {assessment.sentence()}")
+        worker.note_capacity(assessment, settings.model.model_id)
+
+
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
@@ -185,7 +214,7 @@ def lambda_handler(
     worker = environment.worker_for(settings)
     if not event.get("Records"):  # nothing to do (Powertools rejects an empty batch)
         return {"batchItemFailures": []}
-    batch = worker.begin(settings, context.get_remaining_time_in_millis)
+    batch = worker.begin(settings, context.get_remaining_time_in_millis, backlog=_backlog(event["Records"]))
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
     def record_handler(record: SQSRecord) -> str:
@@ -197,4 +226,5 @@ def lambda_handler(
         )
     finally:
         logger.set_correlation_id(None)
+    _report_capacity(batch, worker, settings)
     return dict(response)

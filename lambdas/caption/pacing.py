@@ -177,3 +177,8 @@ class CallTimeEstimate:
     @property
     def expected_s(self) -> float:
         return max(self._average, self._floor)
+
+    @property
+    def average_s(self) -> float:
+        """The running average of measured calls (the initial guess until one is measured)."""
+        return self._average

@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 from lambdas.caption import model
 from lambdas.caption.backoff import MAX_VISIBILITY_S, requeue_soon, visibility_backoff
+from lambdas.caption.capacity import MIN_SAMPLES, Assessment, assess
 from lambdas.caption.claims import Claims
 from lambdas.caption.model import CallBudgetTooSmall, ModelCallError, RetryKind
 from lambdas.caption.pacing import CallTimeEstimate, Pacer
@@ -140,6 +141,7 @@ class CaptionWorker:
         self.rand = rand
         self.safety_margin_s = safety_margin_s
         self._health_noted_at: float | None = None
+        self._capacity_noted_at: float | None = None
 
     def note_configuration_fault(self, code: str, message: str, model_id: str) -> None:
         """Record the latest configuration fault for ``imgcap status`` (best effort, rate-limited).
@@ -164,24 +166,61 @@ class CaptionWorker:
         except Exception:
             logger.warning("could not write the health record", exc_info=True)
 
-    def begin(self, settings: CaptionSettings, remaining_ms: Callable[[], int]) -> Batch:
-        """Start one invocation: apply the current pacing settings (state kept) and its deadline."""
+    def note_capacity(self, assessment: Assessment, model_id: str) -> None:
+        """Record a capacity shortfall for ``imgcap status`` (best effort, rate-limited)."""
+        now = self.wall()
+        if self._capacity_noted_at is not None and now - self._capacity_noted_at < HEALTH_NOTE_INTERVAL_S:
+            return
+        self._capacity_noted_at = now
+        document = assessment.document(epoch=now, occurred_at=utc_now_iso(), model_id=model_id)
+        try:
+            self.store.put_json(keys.CAPACITY_HEALTH_KEY, document)
+        except Exception:
+            logger.warning("could not write the capacity record", exc_info=True)
+
+    def begin(
+        self, settings: CaptionSettings, remaining_ms: Callable[[], int], *, backlog: bool = False
+    ) -> Batch:
+        """Start one invocation: apply the current pacing settings (state kept) and its deadline.
+
+        ``backlog``: work was waiting when this batch was delivered (``capacity.has_backlog``).
+        """
         self.pacer.configure(settings.pacing.worker_rpm, settings.pacing.worker_tpm)
-        return Batch(self, settings, remaining_ms)
+        return Batch(self, settings, remaining_ms, backlog=backlog)
 
 
 class Batch:
     """One invocation's records, processed in order; once out of time, every later one is handed back."""
 
     def __init__(
-        self, worker: CaptionWorker, settings: CaptionSettings, remaining_ms: Callable[[], int]
+        self,
+        worker: CaptionWorker,
+        settings: CaptionSettings,
+        remaining_ms: Callable[[], int],
+        *,
+        backlog: bool = False,
     ) -> None:
         self._w = worker
         self._s = settings
         self._remaining_ms = remaining_ms
+        self._backlog = backlog
         self.stopped = False
         self._handed_back = 0
         self._claims = Claims(worker.store, lease_s=settings.claim_lease_s, wall=worker.wall)
+
+    def capacity(self) -> Assessment | None:
+        """Whether the fleet can reach its target rate, once enough calls have been timed."""
+        if self._w.call_time.samples < MIN_SAMPLES:
+            return None
+        pacing = self._s.pacing
+        return assess(
+            requests_per_minute=pacing.requests_per_minute,
+            tokens_per_minute=pacing.tokens_per_minute,
+            tokens_per_call=model.reserved_tokens(self._s.model),
+            concurrency=pacing.max_concurrency,
+            call_s=self._w.call_time.average_s,
+            backlog=self._backlog,
+        )
 
     # ------------------------------------------------------------------ the use case
 

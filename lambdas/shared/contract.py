@@ -299,6 +299,9 @@ class Metric:
     END_TO_END_AGE = "EndToEndAge"
     DEFERRED = "MessagesDeferred"  # batch item failures: retried later with a backed-off visibility
     PACING_WAIT_MS = "PacingWait"
+    # With a backlog, C workers at the observed call time cannot reach the target rate (issue 13).
+    CAPACITY_SHORTFALL = "CapacityShortfall"
+    REACHABLE_RPM = "ReachableRequestsPerMinute"  # C x 60 / observed call time, with a backlog
 
 
 ERROR_CODE_DIMENSION = "ErrorCode"
@@ -353,3 +356,78 @@ def estimate_cost_usd(
     output_price_per_1k: float = NOVA_PRO_OUTPUT_PRICE_PER_1K,
 ) -> float:
     return input_tokens / 1000 * input_price_per_1k + output_tokens / 1000 * output_price_per_1k
+
+
+# --------------------------------------------------------------------------- capacity (issue 13)
+
+# One caption worker makes one model call at a time, so C workers can do at most C x 60 / L calls a
+# minute at L seconds per call. The expected L per model family (the whole Converse call for one
+# 1280x720 image and a detailed description at maxTokens 300: time to first token, with the image's
+# prefill, plus ~230 output tokens at the model's output speed; README "Sizing the caption stage").
+# Measure yours (`imgcap status` prints the observed call time) and deploy with
+# `-c modelLatencySeconds=...` when it differs.
+MODEL_LATENCY_S: Mapping[str, float] = MappingProxyType(
+    {
+        "amazon.nova-premier": 6.0,
+        "amazon.nova-pro": 4.0,
+        "amazon.nova-2-lite": 2.5,
+        "amazon.nova-lite": 2.0,
+        "amazon.nova-micro": 1.5,
+    }
+)
+DEFAULT_MODEL_LATENCY_S = 4.0  # a model this table does not know: Nova Pro's figure
+CONCURRENCY_HEADROOM = 1.25  # workers beyond the bare minimum: per-record overhead, slow calls
+MIN_CONCURRENCY = 2  # the SQS event source mapping's MaximumConcurrency bounds
+MAX_CONCURRENCY = 1000
+SHORTFALL_THRESHOLD = 0.9  # below this share of R (with a backlog), the fleet is too small
+AUTO = "auto"
+
+
+def expected_model_latency_s(model_id: str) -> float:
+    """The documented call time of ``model_id`` (inference profiles and versions included)."""
+    base = model_id.split(":", 1)[0]
+    for family in sorted(MODEL_LATENCY_S, key=len, reverse=True):
+        if family in base:
+            return MODEL_LATENCY_S[family]
+    return DEFAULT_MODEL_LATENCY_S
+
+
+def auto_concurrency(
+    requests_per_minute: float, latency_s: float, *, headroom: float = CONCURRENCY_HEADROOM
+) -> int:
+    """Workers needed to reach R requests a minute at L seconds a call, with headroom, in bounds."""
+    if requests_per_minute <= 0 or latency_s <= 0:
+        raise ContractError("requests per minute and latency must be positive")
+    needed = math.ceil(requests_per_minute / 60.0 * latency_s * headroom - 1e-9)
+    return max(MIN_CONCURRENCY, min(MAX_CONCURRENCY, needed))
+
+
+def reachable_rpm(concurrency: int, latency_s: float) -> float:
+    """The most requests a minute C one-call-at-a-time workers can make at L seconds a call."""
+    return concurrency * 60.0 / max(latency_s, 1e-9)
+
+
+def parse_concurrency(text: str, label: str = "maxConcurrency") -> int | None:
+    """``auto`` (None: size it from the quota) or a whole number within the mapping's bounds."""
+    value = str(text).strip().lower()
+    if value == AUTO:
+        return None
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise ContractError(f"{label} must be 'auto' or a whole number, got {text!r}") from exc
+    if not MIN_CONCURRENCY <= number <= MAX_CONCURRENCY:
+        raise ContractError(
+            f"{label} must be 'auto' or between {MIN_CONCURRENCY} and {MAX_CONCURRENCY}, got {text!r}"
+        )
+    return number
+
+
+# Lambda list prices, USD (arm64, us-east-1, read 2026-12; README "Costs"): GB-seconds of duration
+# and requests. The cost per 1,000 captions adds them to the Bedrock tokens.
+LAMBDA_PRICE_PER_GB_S = 0.0000133334
+LAMBDA_PRICE_PER_REQUEST = 0.0000002
+
+
+def lambda_cost_usd(gb_seconds: float, requests: float) -> float:
+    return gb_seconds * LAMBDA_PRICE_PER_GB_S + requests * LAMBDA_PRICE_PER_REQUEST

@@ -23,6 +23,7 @@ __all__ = ["CAPTIONS_PREFIX", "CLAIMS_PREFIX", "ENCODED_PREFIX", "ERRORS_PREFIX"
 # One small document about the pipeline itself (not about an image): the caption stage's latest
 # configuration fault, which ``imgcap status`` turns into one sentence.
 CAPTION_HEALTH_KEY = f"{HEALTH_PREFIX}caption.json"
+CAPACITY_HEALTH_KEY = f"{HEALTH_PREFIX}capacity.json"  # the latest capacity shortfall
 
 ENCODED_SUFFIX = ".txt"
 CAPTION_SUFFIX = ".json"

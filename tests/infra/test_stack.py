@@ -349,7 +349,8 @@ def test_given_every_queue_then_it_is_encrypted_and_ssl_only(synth):
 
 
 def test_given_the_event_source_then_small_batches_partial_failures_and_max_concurrency(synth, alt_synth):
-    for template, concurrency in ((synth, 10), (alt_synth, 4)):
+    # Default: `auto` = ceil(100 rpm / 60 x 4.0 s x 1.25) = 9; the alternative context says 4.
+    for template, concurrency in ((synth, 9), (alt_synth, 4)):
         mapping = template.props("AWS::Lambda::EventSourceMapping")
         function_id, function = template.function("Caption")
         assert mapping["FunctionName"] == {"Ref": function_id}
@@ -561,7 +562,9 @@ def test_given_context_overrides_then_parameters_and_prefix_follow_them(alt_synt
     ("context", "message"),
     [
         ({"maxConcurrency": "1"}, "maxConcurrency"),
-        ({"maxConcurrency": "ten"}, "maxConcurrency"),
+        ({"maxConcurrency": "ten"}, "maxConcurrency must be 'auto' or a whole number"),
+        ({"maxConcurrency": "1001"}, "maxConcurrency must be 'auto' or between 2 and 1000"),
+        ({"modelLatencySeconds": "0"}, "modelLatencySeconds"),
         ({"temperature": "1.5"}, "temperature"),
         ({"topK": "2.5"}, "topK"),
         ({"targetSize": "big"}, "targetSize"),
@@ -581,6 +584,23 @@ def test_given_context_overrides_then_parameters_and_prefix_follow_them(alt_synt
 def test_given_invalid_context_when_parsed_then_the_error_names_the_key(context, message):
     with pytest.raises(ConfigurationError, match=message):
         StackConfig.from_context(context.get)
+
+
+@pytest.mark.parametrize(
+    ("context", "expected"),
+    [
+        ({}, 9),  # 100 rpm (default) x 4.0 s (Nova Pro) / 60 x 1.25 = 8.3 -> 9
+        ({"requestsPerMinute": "200"}, 17),  # 16.7 -> 17
+        ({"requestsPerMinute": "200", "modelLatencySeconds": "4.3"}, 18),  # the issue's example
+        ({"requestsPerMinute": "200", "modelId": "us.amazon.nova-lite-v1:0"}, 9),  # 2.0 s a call
+        ({"requestsPerMinute": "1", "maxConcurrency": "auto"}, 2),  # never below the mapping's 2
+        ({"requestsPerMinute": "1000000"}, 1000),  # never above its 1,000
+        ({"requestsPerMinute": "200", "maxConcurrency": "12"}, 12),  # an explicit number wins
+    ],
+)
+def test_given_max_concurrency_auto_then_it_covers_the_quota_at_the_model_latency(context, expected):
+    config = StackConfig.from_context(context.get)
+    assert config.max_concurrency == expected
 
 
 def test_given_the_target_sizes_the_functions_accept_then_synth_accepts_them_too():
@@ -716,7 +736,10 @@ def test_given_the_alarms_then_each_has_its_threshold_and_notifies_the_topic(syn
         ("Errors", "${" + synth.function("Caption")[0] + "}"): ("GreaterThanThreshold", 0, 1),
         ("ModelThrottles", "caption"): ("GreaterThanOrEqualToThreshold", 10, 3),
         ("ModelConfigurationErrors", "caption"): ("GreaterThanOrEqualToThreshold", 1, 1),
+        # Issue 13: with a backlog, the fleet cannot reach the target rate (2 of 3 periods).
+        ("CapacityShortfall", "caption"): ("GreaterThanOrEqualToThreshold", 1, 3),
     }
+    datapoints = {("CapacityShortfall", "caption"): 2}
     assert set(by_metric) == set(expected)
     for key, (operator, threshold, periods) in expected.items():
         alarm = by_metric[key]
@@ -725,7 +748,7 @@ def test_given_the_alarms_then_each_has_its_threshold_and_notifies_the_topic(syn
             threshold,
             periods,
         ), key
-        assert alarm["DatapointsToAlarm"] == periods
+        assert alarm["DatapointsToAlarm"] == datapoints.get(key, periods)
         assert alarm["AlarmActions"] == [{"Ref": topic_id}]
         assert alarm["AlarmDescription"]
 
