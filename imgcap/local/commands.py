@@ -36,6 +36,22 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _concurrency(text: str) -> int | None:
+    """``auto`` (None) or a number of caption workers."""
+    if text.strip().lower() == "auto":
+        return None
+    return _positive_int(text)
+
+
+def _latency(text: str) -> Any:
+    from imgcap.local.latency import LatencySpecError, parse_standin_latency
+
+    try:
+        return parse_standin_latency(text)
+    except LatencySpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _batch_size(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 10:
@@ -71,10 +87,28 @@ def register(subparsers: Any) -> None:
         help="requests per minute: the stand-in's quota and the pacing in SSM (default: %(default)g)",
     )
     parser.add_argument(
+        "--tpm",
+        type=_positive_float,
+        default=None,
+        help="tokens per minute: the stand-in's tokens quota and the pacing in SSM (default: "
+        "the stack's 400,000 pacing, no stand-in tokens quota)",
+    )
+    parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=_concurrency,
         default=DEFAULT_CONCURRENCY,
-        help="maximum concurrency of the caption event source mapping (default: %(default)s)",
+        metavar="auto|N",
+        help="caption workers (the event source mapping's maximum concurrency); auto covers --rpm "
+        "at the expected model latency with 25%% headroom (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--standin-latency",
+        type=_latency,
+        default="nova-pro",
+        metavar="nova-pro|fast|SECONDS",
+        help="how long the stand-in takes: nova-pro follows the answer's length like the real model "
+        "(~3.8 s a call); fast is 0.3-0.8 s with short answers; a number is a fixed latency "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--batch-size",
@@ -120,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
         captioner=args.captioner,
         rpm=args.rpm,
         concurrency=args.concurrency,
+        standin_latency=args.standin_latency,
+        tpm=args.tpm,
         batch_size=args.batch_size,
         faults=faults,
         stack_name=args.stack_name,

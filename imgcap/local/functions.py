@@ -95,7 +95,7 @@ def function_specs(
     options: LocalOptions, stack: LocalStack, endpoints: Mapping[str, str]
 ) -> tuple[FunctionSpec, FunctionSpec]:
     """The two functions with the environment the stack gives them (local values scaled down)."""
-    tuning = options.tuning
+    tuning = options.effective_tuning
     # What Lambda itself sets, then what the stack sets: the contract's builder for each function.
     runtime = {
         **_base_environment(options.captioner),
@@ -133,7 +133,7 @@ def function_specs(
             ssm_prefix=stack.ssm_prefix,
             ssm_max_age_s=tuning.ssm_max_age_s,
             log_level=LOCAL_LOG_LEVEL,
-            max_concurrency=options.concurrency,
+            max_concurrency=options.workers,
             knobs=caption_knobs(tuning),
         ),
     )
@@ -143,6 +143,8 @@ def function_specs(
 def ssm_tunables(options: LocalOptions) -> dict[str, str]:
     """The SSM tunables a run overrides: pacing rpm, and the --policy/--prompt/--model-id options."""
     values = {"requests-per-minute": f"{options.pacing_rpm or options.rpm:g}"}
+    if options.tpm:
+        values["tokens-per-minute"] = f"{options.tpm:g}"
     if options.policy:
         values["resize-policy"] = options.policy
     if options.prompt:

@@ -51,12 +51,12 @@ def servers(options: LocalOptions) -> Iterator[tuple[str, BedrockStandin | None]
         if options.captioner == "standin":
             config = StandinConfig(
                 rpm=options.rpm,
+                tpm=options.tpm,
                 window_s=options.quota_window_s,
-                latency_s=options.standin_latency_s,
+                latency=options.standin_latency,
                 faults=options.faults,
-                timeout_hold_s=min(
-                    60.0, options.tuning.bedrock_read_timeout_s + 5.0
-                ),  # client gives up first
+                # the client gives up first
+                timeout_hold_s=min(60.0, options.effective_tuning.bedrock_read_timeout_s + 5.0),
                 seed=options.standin_seed,
             )
             standin = stack.enter_context(BedrockStandin(config).serve())

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from imgcap.local.faults import FaultSpec
-from lambdas.shared.contract import DEFAULT_STACK_NAME
+from imgcap.local.latency import NOVA_PRO, StandinLatency
+from lambdas.shared.contract import (
+    CONNECT_TIMEOUT_S,
+    DEFAULT_STACK_NAME,
+    SSM_DEFAULTS,
+    auto_concurrency,
+    expected_model_latency_s,
+)
 
 DEFAULT_RPM = 120.0
-DEFAULT_CONCURRENCY = 4
+DEFAULT_CONCURRENCY = "auto"  # sized from --rpm and the expected model latency
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_TIMEOUT_S = 600.0
 RESIZE_HANDLER = "lambdas.resize.handler.lambda_handler"
@@ -48,6 +55,19 @@ class LocalTuning:
             return self.visibility_timeout_s
         return max(1, math.ceil(6 * self.caption_timeout_s))
 
+    def fitted_to(self, max_latency_s: float) -> LocalTuning:
+        """Client timeouts that let a call of ``max_latency_s`` finish (the stack's rules, scaled).
+
+        The read timeout is six times the slowest answer (at most the stack's 50 s): on a busy
+        laptop the loopback stand-in can answer late, and a call the client gave up on after the
+        model answered is a second paid call when retried. The function timeout holds every
+        attempt plus the margin; the claim lease outlasts it.
+        """
+        read = min(50.0, max(self.bedrock_read_timeout_s, float(math.ceil(6 * max_latency_s))))
+        timeout = max(self.caption_timeout_s, self.bedrock_max_attempts * (read + CONNECT_TIMEOUT_S) + 5.0)
+        lease = max(self.claim_lease_s, timeout + 15.0)
+        return replace(self, bedrock_read_timeout_s=read, caption_timeout_s=timeout, claim_lease_s=lease)
+
 
 @dataclass(frozen=True, slots=True)
 class LocalOptions:
@@ -55,7 +75,8 @@ class LocalOptions:
     out: Path
     captioner: str = "standin"  # or "bedrock": the real runtime endpoint with the user's credentials
     rpm: float = DEFAULT_RPM  # the stand-in's quota, and the pacing in SSM unless pacing_rpm is set
-    concurrency: int = DEFAULT_CONCURRENCY  # event source mapping maximum concurrency C
+    concurrency: int | None = None  # event source mapping maximum concurrency C; None: auto
+    concurrency_was_auto: bool = False  # set by resolved()
     batch_size: int = DEFAULT_BATCH_SIZE
     faults: FaultSpec = field(default_factory=FaultSpec)
     stack_name: str = DEFAULT_STACK_NAME
@@ -65,16 +86,47 @@ class LocalOptions:
     model_id: str | None = None
     keep_running: bool = False
     pacing_rpm: float | None = None  # SSM requests-per-minute when it should differ from the quota
+    tpm: float | None = None  # the stand-in's tokens-per-minute quota and SSM tokens-per-minute
     quota_window_s: float = 60.0
-    standin_latency_s: tuple[float, float] = (0.3, 0.8)
+    standin_latency: StandinLatency = NOVA_PRO  # --standin-latency nova-pro | fast | SECONDS
     standin_seed: int = 0
-    tuning: LocalTuning = field(default_factory=LocalTuning)
+    tuning: LocalTuning | None = None  # None: the defaults, fitted to the expected latency
     replay_s3_events: int = 0  # deliver every S3 event this many extra times (at-least-once)
     duplicate_caption_messages: bool = False  # deliver every caption message a second time
     batching_window_s: float = 0.0  # the event source mapping's MaximumBatchingWindowInSeconds
     settle_s: float = 20.0  # after all uploads are final, wait at most this long for queues to drain
     caption_handler: str = CAPTION_HANDLER
     resize_handler: str = RESIZE_HANDLER
+
+    @property
+    def expected_latency_s(self) -> float:
+        """Seconds a model call is expected to take: the stand-in's model, or the real model's."""
+        if self.captioner == "standin":
+            return self.standin_latency.expected_s
+        return expected_model_latency_s(self.model_id or SSM_DEFAULTS["model-id"])
+
+    @property
+    def effective_tuning(self) -> LocalTuning:
+        if self.tuning is not None:
+            return self.tuning
+        slowest = self.standin_latency.max_s if self.captioner == "standin" else 2 * self.expected_latency_s
+        return LocalTuning().fitted_to(slowest)
+
+    @property
+    def workers(self) -> int:
+        """C: an explicit ``concurrency``, else auto (``resolved`` also caps it by the batches)."""
+        if self.concurrency is None:
+            return auto_concurrency(self.rpm, self.expected_latency_s)
+        return self.concurrency
+
+    def resolved(self, files: int) -> LocalOptions:
+        """Concrete concurrency: ``auto`` covers the quota at the expected latency (contract's
+        formula), and never more workers than there are batches to give them."""
+        if self.concurrency is not None:
+            return self
+        auto = auto_concurrency(self.rpm, self.expected_latency_s)
+        batches = max(1, math.ceil(files / self.batch_size))
+        return replace(self, concurrency=min(auto, batches), concurrency_was_auto=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,6 +91,12 @@ class _Run:
             self.logs.add(CAPTION_SERVICE, outcome, extra)
 
 
+def _latency_note(options: LocalOptions) -> str:
+    if options.captioner != "standin":
+        return ""
+    return f" (latency {options.standin_latency.describe()})"
+
+
 def run_local(options: LocalOptions, stream: TextIO | None = None) -> LocalResult:
     """Run the pipeline locally on ``options.images``; write everything to ``options.out``."""
     stream = stream or sys.stderr
@@ -100,6 +106,7 @@ def run_local(options: LocalOptions, stream: TextIO | None = None) -> LocalResul
     if options.captioner == "bedrock":
         check_bedrock_credentials()
     files = collect_files(options.images)
+    options = options.resolved(len(files))
     prepare_out(options.out)
     run = _Run(options, stream)
     try:
@@ -113,7 +120,7 @@ def run_local(options: LocalOptions, stream: TextIO | None = None) -> LocalResul
 def _run_on_servers(
     run: _Run, files: Sequence[tuple[str, Path]], moto_url: str, standin: BedrockStandin | None
 ) -> LocalResult:
-    options, tuning = run.options, run.options.tuning
+    options, tuning = run.options, run.options.effective_tuning
     make = client_factory(moto_url)
     s3, sqs, ssm = make("s3"), make("sqs"), make("ssm")
     stack = provision(
@@ -128,7 +135,7 @@ def _run_on_servers(
     endpoints = endpoint_environment(moto_url, standin.url if standin else None)
     resize_spec, caption_spec = function_specs(options, stack, endpoints)
     resize_pool = WorkerPool(resize_spec, tuning.resize_concurrency)
-    caption_pool = WorkerPool(caption_spec, options.concurrency)
+    caption_pool = WorkerPool(caption_spec, options.workers)
     pump = S3EventPump(
         sqs=sqs,
         events_queue_url=stack.events_queue_url,
@@ -147,7 +154,7 @@ def _run_on_servers(
         region=caption_spec.region,
         invoke=caption_pool.invoke,
         batch_size=options.batch_size,
-        max_concurrency=options.concurrency,
+        max_concurrency=options.workers,
         duplicate_deliveries=options.duplicate_caption_messages,
         batching_window_s=options.batching_window_s,
         on_result=run.on_caption,
@@ -158,8 +165,9 @@ def _run_on_servers(
     source.start()
     try:
         run.say(
-            f"imgcap local: {len(files)} file(s), captioner={options.captioner}, rpm={options.rpm:g}, "
-            f"concurrency={options.concurrency}, batch size={options.batch_size}, "
+            f"imgcap local: {len(files)} file(s), captioner={options.captioner}{_latency_note(options)}, "
+            f"rpm={options.rpm:g}, "
+            f"concurrency={options.workers}, batch size={options.batch_size}, "
             f"faults={options.faults.describe()}"
         )
         thread = threading.Thread(

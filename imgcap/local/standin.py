@@ -11,7 +11,8 @@ It speaks the REST shape boto3's ``bedrock-runtime`` client sends and parses: ``
 - Faults (``imgcap.local.faults``) are injected on top, by share or by script.
 - The caption describes what can be measured in the image (size, orientation, letterbox bars,
   dominant colour names, brightness, amount of detail) and says that it comes from the stand-in.
-- Token usage is a deterministic estimate; a small simulated latency makes concurrency matter.
+- Token usage is a deterministic estimate; the latency follows the answer's length like a real
+  model's (``imgcap.local.latency``: ``nova-pro`` by default, ``fast`` for quick tests).
 
 Every call is counted per outcome and every answered call per image (SHA-256 of the image
 bytes), so the local runtime can report model calls, throttles and duplicate paid calls.
@@ -39,6 +40,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from imgcap.local.faults import FaultKind, FaultPlan, FaultSpec
+from imgcap.local.latency import FAST, StandinLatency
 
 LOOPBACK = "127.0.0.1"
 STANDIN_MARK = "Offline stand-in caption (not a model)"
@@ -249,6 +251,27 @@ def describe(facts: ImageFacts) -> str:
     return " ".join(parts)
 
 
+def describe_in_detail(facts: ImageFacts, words: int) -> str:
+    """As long as a model's detailed description: the caption, then measured facts, ``words`` long."""
+    facts_said = [
+        f"The {name} areas take up about {share:.0%} of the picture." for name, share in facts.colours[:6]
+    ]
+    facts_said += [
+        f"Its mean brightness is {facts.mean_luma:g} on a scale of 0 to 255: {facts.brightness}.",
+        f"The frame is {facts.orientation}, {facts.width} pixels wide and {facts.height} pixels high.",
+        f"The picture area measures about {facts.content_width}x{facts.content_height} pixels.",
+        f"The amount of detail is {facts.detail}, judged from the change in brightness between neighbours.",
+        "A model would name objects, people, text and the setting here; the stand-in only repeats "
+        "what it measured, so that its answer is as long as a detailed description.",
+    ]
+    out = describe(facts).split()
+    i = 0
+    while len(out) < words:
+        out += facts_said[i % len(facts_said)].split()
+        i += 1
+    return " ".join(out[:words])
+
+
 def estimate_input_tokens(width: int, height: int, text: str) -> int:
     """About one token per 750 pixels of image plus ~1.3 per word of text (deterministic)."""
     return math.ceil(width * height / 750) + math.ceil(len(text.split()) * 1.3)
@@ -349,6 +372,48 @@ class SlidingWindowQuota:
             self._accepted.remove(token)
 
 
+class TokensQuota:
+    """A tokens-per-minute quota counted the way Bedrock does (thread-safe).
+
+    A request books its input tokens plus ``maxTokens`` when it starts and is settled to its real
+    usage when it ends (the Bedrock user guide's "How tokens are counted" for quotas). The quota
+    refills at ``tpm`` / 60 per second and holds at most one minute's worth, like a token bucket.
+    """
+
+    def __init__(
+        self, tpm: float, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if tpm <= 0 or window_s <= 0:
+            raise ValueError("tokens quota and window must be positive")
+        self.capacity = tpm * window_s / 60.0
+        self.rate_per_s = tpm / 60.0
+        self._clock = clock
+        self._level = self.capacity
+        self._stamp = clock()
+        self._lock = threading.Lock()
+        self.booked = 0.0  # everything booked net of refunds: the tokens the quota counted
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._level = min(self.capacity, self._level + (now - self._stamp) * self.rate_per_s)
+        self._stamp = now
+
+    def try_book(self, tokens: float) -> bool:
+        with self._lock:
+            self._refill()
+            if self._level < tokens:
+                return False
+            self._level -= tokens
+            self.booked += tokens
+            return True
+
+    def settle(self, booked: float, used: float) -> None:
+        with self._lock:
+            self._refill()
+            self._level = min(self.capacity, self._level + booked - used)
+            self.booked += used - booked
+
+
 def quota_limit(rpm: float, window_s: float) -> int:
     """Requests allowed per window for a requests-per-minute quota (at least one)."""
     return max(1, math.floor(rpm * window_s / 60.0 + 1e-9))
@@ -360,8 +425,9 @@ def quota_limit(rpm: float, window_s: float) -> int:
 @dataclass(frozen=True, slots=True)
 class StandinConfig:
     rpm: float | None = 120.0  # the account quota; None = unlimited
+    tpm: float | None = None  # the tokens-per-minute quota; None = unlimited
     window_s: float = 60.0  # quota window; tests shrink it (rpm is scaled to the window)
-    latency_s: tuple[float, float] = (0.3, 0.8)  # simulated model latency, uniform in [lo, hi]
+    latency: StandinLatency = FAST  # how long an answer takes and how long it is (imgcap.local.latency)
     faults: FaultSpec = field(default_factory=FaultSpec)
     timeout_hold_s: float = 3.0  # a "timeout" fault holds the request this long (> client read timeout)
     seed: int = 0
@@ -371,6 +437,7 @@ OUTCOMES = (
     "ok",
     "throttled_quota",
     "throttled_injected",
+    "throttled_tokens",
     "server_error",
     "timeout",
     "validation",
@@ -389,6 +456,7 @@ class _Reply:
 _ERRORS: Mapping[str, tuple[int, str, str]] = {
     "throttled_quota": (429, "ThrottlingException", "Too many requests, please wait before trying again."),
     "throttled_injected": (429, "ThrottlingException", "Too many requests, please wait before trying again."),
+    "throttled_tokens": (429, "ThrottlingException", "Too many tokens, please wait before trying again."),
     "server_unavailable": (503, "ServiceUnavailableException", "The service is temporarily unavailable."),
     "server_internal": (500, "InternalServerException", "An internal server error occurred. Retry."),
     "validation": (
@@ -410,6 +478,7 @@ class BedrockStandin:
             if self.config.rpm
             else None
         )
+        self.tokens = TokensQuota(self.config.tpm, self.config.window_s) if self.config.tpm else None
         self.faults = FaultPlan(self.config.faults)
         self._rng = random.Random(self.config.seed)  # noqa: S311 - simulated latency
         self._lock = threading.Lock()
@@ -437,7 +506,9 @@ class BedrockStandin:
                 "requests": sum(self._outcomes.values()),
                 "outcomes": outcomes,
                 "paid_calls": outcomes["ok"],
-                "throttled": outcomes["throttled_quota"] + outcomes["throttled_injected"],
+                "throttled": outcomes["throttled_quota"]
+                + outcomes["throttled_injected"]
+                + outcomes["throttled_tokens"],
                 "paid_by_image": paid,
                 "duplicate_paid_calls": sum(n - 1 for n in paid.values() if n > 1),
                 "input_tokens": self._input_tokens,
@@ -447,12 +518,13 @@ class BedrockStandin:
                 "quota_limit": self.quota.limit if self.quota else None,
                 "quota_window_s": self.quota.window_s if self.quota else None,
                 "quota_peak": self.quota.peak if self.quota else None,
+                "tokens_quota_per_minute": self.config.tpm,
                 "fault_script_remaining": self.faults.script_remaining,
             }
 
     # -- one request
 
-    def converse(self, model_id: str, body: bytes) -> _Reply | None:
+    def converse(self, model_id: str, body: bytes) -> _Reply | None:  # noqa: PLR0912 - one branch per fault
         """Handle one Converse call; None means 'hold and never answer' (a read-timeout fault)."""
         with self._lock:
             if self._first_call is None:
@@ -492,29 +564,41 @@ class BedrockStandin:
         except UnreadableImage as exc:
             self._count("invalid_request")
             return _Reply(400, {"message": f"The provided image is not valid: {exc}"}, "ValidationException")
-        return self._answer(request, facts)
+        booked = self._input_tokens_of(request, facts) + request.max_tokens
+        if self.tokens is not None and not self.tokens.try_book(booked):
+            if self.quota and token is not None:
+                self.quota.release(token)
+            return self._error("throttled_tokens")
+        return self._answer(request, facts, booked)
+
+    @staticmethod
+    def _input_tokens_of(request: ConverseRequest, facts: ImageFacts) -> int:
+        images = sum(estimate_input_tokens(facts.width, facts.height, "") for _ in request.images)
+        return images + estimate_input_tokens(0, 0, request.text)
 
     def _error(self, outcome: str) -> _Reply:
         self._count(outcome)
         status, error_type, message = _ERRORS[outcome]
         return _Reply(status, {"message": message}, error_type)
 
-    def _answer(self, request: ConverseRequest, facts: ImageFacts) -> _Reply:
+    def _answer(self, request: ConverseRequest, facts: ImageFacts, booked: int) -> _Reply:
         started = time.monotonic()
-        lo, hi = self.config.latency_s
+        latency = self.config.latency
         with self._lock:
-            delay = self._rng.uniform(lo, hi) if hi > 0 else 0.0
-        if delay > 0:
-            self.stopping.wait(delay)
-        words = describe(facts).split()
+            length = latency.answer_tokens(self._rng)
+        words = (describe(facts) if length is None else describe_in_detail(facts, length)).split()
         stop_reason = "end_turn"
         if len(words) > request.max_tokens:
             words, stop_reason = words[: request.max_tokens], "max_tokens"
         text = " ".join(words)
-        input_tokens = sum(
-            estimate_input_tokens(facts.width, facts.height, "") for _ in request.images
-        ) + estimate_input_tokens(0, 0, request.text)
+        with self._lock:
+            delay = latency.seconds(self._rng, len(words))  # the usage below is what it was drawn from
+        if delay > 0:
+            self.stopping.wait(delay)
+        input_tokens = self._input_tokens_of(request, facts)
         output_tokens = len(words)
+        if self.tokens is not None:
+            self.tokens.settle(booked, input_tokens + output_tokens)
         sha = hashlib.sha256(request.images[0]).hexdigest()
         with self._lock:
             self._outcomes["ok"] += 1

@@ -27,6 +27,7 @@ from imgcap.local.workers import WorkerPool
 from imgcap.ops.bucket import list_objects, read_bytes
 from imgcap.report import ReportEntry, write_report
 from lambdas.shared import keys
+from lambdas.shared.contract import auto_concurrency, cost_per_1000_captions, reachable_rpm
 from lambdas.shared.observability import Metric
 
 REPORT_IMAGE_MAX_BYTES = 40 * 1024 * 1024  # larger uploads get no thumbnail in report.html
@@ -145,7 +146,7 @@ def build_summary(
         "captions_per_minute": round(counts["captioned"] / busy * 60, 2) if busy else None,
         "rpm": options.rpm,
         "pacing_rpm": options.pacing_rpm or options.rpm,
-        "concurrency": options.concurrency,
+        "concurrency": options.workers,
         "batch_size": options.batch_size,
         "captioner": options.captioner,
         "faults": options.faults.describe(),
@@ -179,11 +180,41 @@ def build_summary(
             "duplicates_sent": source.stats.duplicates_sent,
         },
     }
+    summary["cost_per_1000_captions"] = _cost(summary, resize_pool, caption_pool)
+    summary["capacity"] = _capacity(options, totals)
     if stand is not None:
         stand = dict(stand)
         stand.pop("paid_by_image", None)
         summary["standin"] = stand
     return summary
+
+
+def _cost(summary: Mapping[str, Any], *pools: WorkerPool) -> dict[str, Any]:
+    """Measured: the run's tokens at the list price, its invocations' GB-seconds at Lambda's."""
+    gb_seconds = sum(p.stats.gb_seconds(p.spec.memory_mb) for p in pools)
+    cost = cost_per_1000_captions(
+        captions=int(summary["captioned"]),
+        input_tokens=float(summary["input_tokens"] or 0),
+        output_tokens=float(summary["output_tokens"] or 0),
+        gb_seconds=gb_seconds,
+        lambda_requests=sum(p.stats.invocations for p in pools),
+    )
+    return {**cost, "lambda_gb_seconds": round(gb_seconds, 3)}
+
+
+def _capacity(options: LocalOptions, totals: Mapping[str, float]) -> dict[str, Any]:
+    """What the caption fleet could do at the call time it measured (issue 13)."""
+    calls = totals.get(Metric.MODEL_CALLS, 0)
+    observed = totals.get(Metric.MODEL_LATENCY, 0) / calls / 1000 if calls else None
+    return {
+        "concurrency": options.workers,
+        "auto": options.concurrency_was_auto,
+        "expected_call_s": round(options.expected_latency_s, 2),
+        "observed_call_s": _round(observed),
+        "reachable_rpm": round(reachable_rpm(options.workers, observed), 1) if observed else None,
+        "suggested_concurrency": auto_concurrency(options.rpm, observed) if observed else None,
+        "shortfall_reports": int(totals.get(Metric.CAPACITY_SHORTFALL, 0)),
+    }
 
 
 def done_line(summary: Mapping[str, Any]) -> str:

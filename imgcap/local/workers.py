@@ -493,6 +493,7 @@ class PoolStats:
     environments_replaced: int = 0
     peak_rss_kb: int = 0
     max_cpu_ms: float = 0.0  # the most CPU time one invocation used
+    duration_ms_total: float = 0.0  # every invocation's duration (what Lambda bills, with init)
     init_ms: list[float] = field(default_factory=list)
 
     def as_dict(self, memory_mb: int) -> dict[str, Any]:
@@ -507,7 +508,13 @@ class PoolStats:
             "max_cpu_ms": round(self.max_cpu_ms, 1),
             "memory_mb": memory_mb,
             "max_init_ms": round(max(self.init_ms), 1) if self.init_ms else None,
+            "duration_s_total": round(self.duration_ms_total / 1000, 3),
+            "gb_seconds": round(self.gb_seconds(memory_mb), 3),
         }
+
+    def gb_seconds(self, memory_mb: int) -> float:
+        billed_ms = self.duration_ms_total + sum(self.init_ms)
+        return billed_ms / 1000 * memory_mb / 1024
 
 
 class WorkerPool:
@@ -561,6 +568,7 @@ class WorkerPool:
                 self.stats.cold_starts += 1 if result.cold_start else 0
                 self.stats.peak_rss_kb = max(self.stats.peak_rss_kb, result.peak_rss_kb)
                 self.stats.max_cpu_ms = max(self.stats.max_cpu_ms, result.cpu_ms)
+                self.stats.duration_ms_total += result.duration_ms
                 if result.init_ms is not None:
                     self.stats.init_ms.append(result.init_ms)
             return result

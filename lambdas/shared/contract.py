@@ -431,3 +431,30 @@ LAMBDA_PRICE_PER_REQUEST = 0.0000002
 
 def lambda_cost_usd(gb_seconds: float, requests: float) -> float:
     return gb_seconds * LAMBDA_PRICE_PER_GB_S + requests * LAMBDA_PRICE_PER_REQUEST
+
+
+def cost_per_1000_captions(
+    *,
+    captions: int,
+    input_tokens: float,
+    output_tokens: float,
+    gb_seconds: float,
+    lambda_requests: float,
+    input_price_per_1k: float = NOVA_PRO_INPUT_PRICE_PER_1K,
+    output_price_per_1k: float = NOVA_PRO_OUTPUT_PRICE_PER_1K,
+) -> dict[str, float | None]:
+    """USD per 1,000 captions: Bedrock tokens at the given prices, Lambda GB-seconds and requests.
+
+    Every call and invocation counts (throttled retries, rejected uploads), divided by the captions
+    written: what 1,000 captions really cost. ``None`` when nothing was captioned.
+    """
+    bedrock = estimate_cost_usd(input_tokens, output_tokens, input_price_per_1k, output_price_per_1k)
+    compute = lambda_cost_usd(gb_seconds, lambda_requests)
+    if captions <= 0:
+        return {"bedrock_usd": None, "lambda_usd": None, "total_usd": None}
+    scale = 1000 / captions
+    return {
+        "bedrock_usd": round(bedrock * scale, 4),
+        "lambda_usd": round(compute * scale, 4),
+        "total_usd": round((bedrock + compute) * scale, 4),
+    }

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageDraw
 
+from imgcap.local.latency import StandinLatency
 from imgcap.local.runtime import LocalOptions, LocalResult, LocalTuning, run_local
 
 # Fast local settings: no pacing to speak of, short backoffs, one resize worker. The Bedrock read
@@ -69,7 +70,7 @@ def run_pipeline(images: Path, out: Path, **overrides: Any) -> Run:
             "rpm": 6000.0,
             "concurrency": 2,
             "batch_size": 4,
-            "standin_latency_s": (0.02, 0.06),
+            "standin_latency": StandinLatency.uniform(0.02, 0.06),
             # Both only bound a run that goes wrong: a run ends as soon as every upload is final and
             # the queues are quiet, so generous bounds cost nothing on a busy machine.
             "timeout_s": 300.0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from imgcap.local.faults import parse_faults
+from imgcap.local.latency import StandinLatency
 from tests.e2e.conftest import run_pipeline, write_images
 
 pytestmark = pytest.mark.e2e
@@ -53,7 +54,7 @@ def test_uploads_not_final_at_the_timeout_are_named_and_fail_the_run(
     run = run_pipeline(
         images,
         tmp_path_factory.mktemp("out"),
-        standin_latency_s=(600.0, 600.0),
+        standin_latency=StandinLatency.uniform(600.0, 600.0),
         timeout_s=20.0,
         tuning_overrides={"bedrock_read_timeout_s": 30.0},
     )

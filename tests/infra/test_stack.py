@@ -420,7 +420,7 @@ def test_given_each_function_then_the_stack_and_the_local_runtime_give_it_the_sa
 
     stack_env = synth.function(stage)[1]["Properties"]["Environment"]["Variables"]
     local = LocalStack("ImageCaptioning", "b", "/ImageCaptioning", "q", "arn", "dlq", "ev", "rf", 20, 720)
-    options = LocalOptions(images=Path("."), out=Path("out"), concurrency=10)
+    options = LocalOptions(images=Path("."), out=Path("out"), concurrency=9)  # the stack default (auto)
     resize, caption = function_specs(options, local, {})
     local_env = (resize if stage == "Resize" else caption).env
     assert set(stack_env) <= set(local_env)
@@ -651,7 +651,7 @@ def test_given_no_context_then_defaults_match_the_contract():
     config = StackConfig.from_context(empty.get)
     assert config.stack_name == "ImageCaptioning"
     assert config.ssm_prefix == "/ImageCaptioning"
-    assert config.max_concurrency == 10
+    assert config.max_concurrency == 9  # auto: 100 rpm at Nova Pro's 4.0 s, +25% headroom
     assert config.queue_visibility_timeout_s >= 6 * config.caption_timeout_s
     assert config.destroy_on_removal is False
 

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError, ReadTimeoutError
 from PIL import Image, ImageDraw
 
 from imgcap.local.faults import FaultKind, FaultPlan, FaultSpecError, parse_faults
+from imgcap.local.latency import StandinLatency
 from imgcap.local.standin import (
     STANDIN_MARK,
     BedrockStandin,
@@ -62,7 +63,7 @@ def serve() -> Iterator[Any]:
     started: list[Any] = []
 
     def start(read_timeout: float = CLIENT_TIMEOUT_S, **config: Any) -> tuple[BedrockStandin, Any]:
-        config.setdefault("latency_s", (0.0, 0.0))
+        config.setdefault("latency", StandinLatency.uniform(0.0, 0.0))
         standin = BedrockStandin(StandinConfig(**config))
         context = standin.serve()
         context.__enter__()
