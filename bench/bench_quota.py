@@ -65,11 +65,11 @@ def run(name: str, images: Path, out: Path, args: argparse.Namespace, faults: st
     share = spec.total_share
     target = args.rpm * (1 - share)
     goal = (FAULTS_GOAL if share else CLEAN_GOAL) * target
-    cpm = summary["captions_per_minute"] or 0.0
+    cpm = summary["captions_per_minute_steady"] or 0.0
     captioned = max(1, summary["captioned"])
     outcomes = standin["outcomes"]
     reasons: dict[str, int] = {}
-    for letter in summary["dead_letters"]:
+    for letter in summary["dead_lettered_details"]:
         reason = letter["last_problem"] or "unknown"
         reasons[reason] = reasons.get(reason, 0) + 1
     result = {
@@ -82,8 +82,14 @@ def run(name: str, images: Path, out: Path, args: argparse.Namespace, faults: st
         "target_captions_per_minute": round(target, 2),
         "goal_captions_per_minute": round(goal, 2),
         "ratio_to_target": round(cpm / target, 3),
-        "goal_met": bool(cpm >= goal and summary["lost"] == 0 and summary["duplicate_paid_calls"] == 0),
+        "goal_met": bool(
+            cpm >= goal
+            and summary["lost"] == 0
+            and summary["not_final"] == 0
+            and summary["duplicate_paid_calls"] == 0
+        ),
         "lost": summary["lost"],
+        "not_final": summary["not_final"],
         "model_calls": summary["model_calls"],
         "paid_calls": summary["paid_calls"],
         "model_calls_per_image": round(summary["model_calls"] / captioned, 3),
@@ -97,7 +103,7 @@ def run(name: str, images: Path, out: Path, args: argparse.Namespace, faults: st
         "p50_s": summary["upload_to_caption_p50_s"],
         "p95_s": summary["upload_to_caption_p95_s"],
         "ratio_to_notebook": round(cpm / NOTEBOOK_CAPTIONS_PER_MINUTE, 1),
-        "busy_s": summary["caption_busy_s"],
+        "steady_s": summary["steady_s"],
         "elapsed_s": summary["elapsed_s"],
         "quota_peak_in_window": standin["quota_peak"],
     }
