@@ -70,6 +70,7 @@ class _Run:
         self.logs = LogSink(options.out / "logs", self.metrics)
         self.standin: BedrockStandin | None = None
         self.started = time.monotonic()
+        self.waited_s: float | None = None  # start to the live line's last update (the rates' window)
 
     def say(self, text: str) -> None:
         if self.progress is not None:
@@ -188,6 +189,7 @@ def _run_on_servers(
             s3=s3,
             bucket=stack.bucket,
             elapsed_s=time.monotonic() - run.started,
+            waited_s=run.waited_s,
             timed_out=timed_out,
             resize_pool=resize_pool,
             caption_pool=caption_pool,
@@ -235,7 +237,8 @@ def _live_fields(
     run: _Run, ledger: Ledger, uploader: Uploader, total: int, counts: Counter[str]
 ) -> list[str]:
     """The live line's fields, most important first (a terminal shows as many as fit)."""
-    rate = rates(ledger.caption_times(), time.monotonic() - run.started)
+    run.waited_s = time.monotonic() - run.started  # the final line's rates use the last one
+    rate = rates(ledger.caption_times(), run.waited_s)
     fields = [
         f"captioned {counts['captioned']}",
         f"errors {counts['rejected'] + counts['dead_lettered'] + counts['resize_failed']}",

@@ -77,7 +77,8 @@ def captions_per_minute(captions: int, seconds: float | None) -> float | None:
 class Rates:
     """Captions per minute two ways, from the same function (the live line and summary.json).
 
-    ``run``: every caption over the whole run so far (servers starting, uploads, waiting included).
+    ``run``: every caption over the whole run so far, from the start (servers starting, uploads,
+    waiting included) to now, or to the moment the run stopped waiting (summary.json's waited_s).
     ``steady``: the steady state, from the first caption to the last: the captions after the first
     over that window (so one caption has no steady rate, and a slow start does not count).
     """
@@ -172,10 +173,13 @@ def build_summary(
     source: SqsEventSource,
     work_in_flight: int = 0,
     never_uploaded: Sequence[str] = (),
+    waited_s: float | None = None,
 ) -> dict[str, Any]:
     """Everything summary.json holds (docs/schemas/summary.schema.json).
 
-    ``last_problem``: the last warning logged per source key. ``work_in_flight``: invocations
+    ``last_problem``: the last warning logged per source key. ``waited_s``: from the start until
+    the run stopped waiting (every upload final, or the timeout), the window of the run rate and
+    of the live line's last update, so both show the same figure. ``work_in_flight``: invocations
     running and messages queued when the run stopped waiting; ``never_uploaded``: files the
     uploader had not stored yet. An upload without a final state is ``not_final`` while any work
     is still in flight (a run that timed out), and ``lost`` only when nothing anywhere could
@@ -199,7 +203,8 @@ def build_summary(
         start, end = parse_iso(record.get("uploaded_at")), parse_iso(record.get("captioned_at"))
         if start is not None and end is not None:
             ages.append(max(0.0, end - start))
-    rate = rates(ledger.caption_times(), elapsed_s)
+    waited = elapsed_s if waited_s is None else min(waited_s, elapsed_s)
+    rate = rates(ledger.caption_times(), waited)
     snapshot = metrics.snapshot()
     totals = snapshot["totals"]
     rejected_by_code = Counter(
@@ -228,6 +233,7 @@ def build_summary(
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "elapsed_s": round(elapsed_s, 2),
+        "waited_s": round(waited, 2),
         "steady_s": _round(rate.steady_s),
         "captions_per_minute_run": rate.run,
         "captions_per_minute_steady": rate.steady,
@@ -278,7 +284,7 @@ def done_line(summary: Mapping[str, Any]) -> str:
     steady_s = summary.get("steady_s")
     r = Rates(
         captioned=summary["captioned"],
-        run_s=summary["elapsed_s"],
+        run_s=summary["waited_s"],
         steady_s=steady_s,
         run=summary["captions_per_minute_run"],
         steady=summary["captions_per_minute_steady"],
@@ -291,7 +297,7 @@ def done_line(summary: Mapping[str, Any]) -> str:
         f"{summary['lost']} lost"
         + (f" ({', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''})" if lost else "")
         + f"; model calls {summary['model_calls']} (throttled {summary['throttled']}); "
-        f"{rate_text(r)} ({summary['elapsed_s']:g} s run"
+        f"{rate_text(r)} ({summary['waited_s']:g} s run"
         + (f", {steady_s:g} s first to last caption)" if steady_s is not None else ")")
     )
 
