@@ -12,8 +12,9 @@ output_tokens, stop_reason, captioned_at, source_etag, status), the rest sorted 
 a row holds.
 
 CSV cells that a spreadsheet would run as a formula (a text starting with ``=``, ``+``, ``-``,
-``@``, a tab or a carriage return) are written with a leading ``'`` so they stay text (OWASP,
-"CSV Injection"); numbers are written as they are. JSON Lines is data, not a sheet: unchanged.
+``@``, a tab, a carriage return or a NUL) are written with a leading ``'`` so they stay text
+(OWASP "CSV Injection", CWE-1236); numbers are written as they are. JSON Lines is data, not a
+sheet: unchanged.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ ERROR_COLUMNS = ("stage", "error_code", "error_message")
 _UNPREFIXED = frozenset({"usage"})
 # Renamed so an error row's message does not read as a caption's: ``message`` -> ``error_message``.
 _ERROR_RENAMES = {"message": "error_message"}
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r", "\0")
 _PROGRESS_FROM = 200
 
 

@@ -49,7 +49,7 @@ ERROR = {
 }
 
 
-@pytest.mark.parametrize("text", ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx"])
+@pytest.mark.parametrize("text", ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "\0x"])
 def test_text_a_spreadsheet_would_evaluate_gets_a_leading_apostrophe(text: str) -> None:
     assert csv_cell(text) == "'" + text
 
@@ -118,7 +118,7 @@ def test_csv_escapes_formulas_and_round_trips_everything_else() -> None:
     assert error["caption"] == ""
     for row in table:
         for name, cell in row.items():
-            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), (name, cell)
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r", "\0")), (name, cell)
 
 
 def test_jsonl_keeps_values_unescaped_and_as_their_json_types() -> None:

@@ -113,3 +113,35 @@ def _answer() -> dict[str, object]:
         "usage": {"inputTokens": 1600, "outputTokens": 4, "totalTokens": 1604},
         "metrics": {"latencyMs": 800},
     }
+
+
+def test_the_resize_stage_sends_the_policy_and_size_it_made_even_when_it_only_resends() -> None:
+    """Given an image encoded with ``crop``, when the same version comes again after the SSM policy
+    changed to ``pad``, then the re-sent message still says ``crop``: what the encoded image is."""
+    import base64
+
+    from lambdas.resize.events import ObjectRef
+    from lambdas.resize.service import process_object
+    from lambdas.shared.config import ImageSpec
+    from tests.fakes import MemoryQueue, MemoryStore
+
+    class Encoded:
+        b64, source_format, source_width, source_height, width, height = (
+            base64.b64encode(b"png"),
+            "JPEG",
+            64,
+            36,
+            640,
+            360,
+        )
+
+    store, queue = MemoryStore(), MemoryQueue()
+    key = "images/a.jpg"
+    etag = store.upload(key, b"a picture")
+    ref = ObjectRef("memory-bucket", key, etag, 9, "2026-12-01T07:00:00.000Z")
+    for policy in (ResizePolicy.CROP, ResizePolicy.PAD):
+        spec = ImageSpec(width=640, height=360, policy=policy)
+        process_object(ref, store=store, queue=queue, spec=spec, encode=lambda _d, _s: Encoded())
+
+    sent = [ImageMessage.from_json(body) for body in queue.sent]
+    assert [(m.resize_policy, m.target_width, m.target_height) for m in sent] == [("crop", 640, 360)] * 2
