@@ -22,12 +22,13 @@ from botocore.stub import Stubber
 from moto import mock_aws
 from PIL import Image
 
+from imgcap.cli import main
 from imgcap.ops import export
 from imgcap.ops.aws import AwsClients
 from imgcap.ops.context import OpsContext
 from imgcap.ops.stack import StackRef
 from lambdas.shared import aws, keys
-from lambdas.shared.config import SSM_DEFAULTS
+from lambdas.shared.config import SSM_BUCKET_PARAM, SSM_DEFAULTS
 from tests.conftest import _FAKE_AWS
 from tests.lambda_context import FakeLambdaContext
 from tests.schemas import assert_valid
@@ -145,6 +146,8 @@ def bucket_documents() -> Iterator[dict[str, Any]]:
             }
             for name, value in values.items():
                 ssm.put_parameter(Name=f"{PREFIX}/{name}", Value=value, Type="String")
+            # what the stack provisions, so `imgcap export --stack-name SchemaTest` finds this bucket
+            ssm.put_parameter(Name=f"{PREFIX}/{SSM_BUCKET_PARAM}", Value=BUCKET, Type="String")
             s3.put_object(Bucket=BUCKET, Key=GOOD, Body=_jpeg((800, 600), (200, 30, 30)))
             s3.put_object(Bucket=BUCKET, Key=BROKEN, Body=b"\x89PNG\r\n\x1a\nnot really a png")
             s3.put_object(Bucket=BUCKET, Key=REFUSED, Body=_jpeg((300, 500), (20, 20, 200)))
@@ -244,6 +247,39 @@ def test_the_csv_export_has_the_same_rows_with_formulas_defused(bucket_documents
     good = table[2]
     assert good["caption"] == "'" + bucket_documents["caption"]["caption"]
     assert good["resize_policy"] == "crop"
+
+
+def test_the_cli_chooses_fields_and_refuses_unknown_ones_in_one_line(
+    bucket_documents: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # When `imgcap export --fields` is run on the bucket the handlers wrote
+    argv = ["export", "--stack-name", "SchemaTest", "--format", "csv", "--include-errors"]
+    assert main([*argv, "--fields", "image_key,resize_policy,error_code"]) == 0
+    out = capsys.readouterr().out
+    # Then only those columns, in that order
+    assert out.splitlines() == [
+        "image_key,resize_policy,error_code",
+        f"{BROKEN},,corrupt_image",
+        f"{REFUSED},,model_rejected",
+        f"{GOOD},crop,",  # a space needs no quotes
+    ]
+    # ... an unknown field is one line and exit 2, never a traceback
+    assert _exit_code([*argv, "--fields", "image_key,captoin"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "unknown field(s) captoin" in err
+    # ... and an empty list is an argument error (exit 2)
+    assert _exit_code([*argv, "--fields", " , "]) == 2
+    assert "--fields needs at least one field name" in capsys.readouterr().err
+
+
+def _exit_code(argv: list[str]) -> int:
+    """``main``'s exit code, whether it returns it or argparse exits with it."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
 
 
 def test_schemas_live_where_the_readme_says() -> None:
