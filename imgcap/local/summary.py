@@ -187,6 +187,9 @@ def build_summary(
     """
     finished = time.time()
     states = ledger.states()
+    failed = {k for k, _ in upload_errors}
+    # an upload may have landed since the caller looked: each file is counted once
+    never_uploaded = [k for k in never_uploaded if k not in states and k not in failed]
     counts = Counter(s for s in states.values() if s)
     not_final, lost = split_unfinished(
         sorted(k for k, s in states.items() if not s), work_in_flight, never_uploaded

@@ -142,10 +142,10 @@ def process_object(
     if existing is not None and existing.metadata.get(SOURCE_ETAG_META) == ref.etag:
         width = int(existing.metadata.get("source-width", "0") or 0)
         height = int(existing.metadata.get("source-height", "0") or 0)
-        made = _Made(
-            existing.metadata.get("policy") or spec.policy.value,
-            int(existing.metadata.get("width", "0") or spec.width),
-            int(existing.metadata.get("height", "0") or spec.height),
+        made = _Made(  # what that object says of itself (None where it says nothing)
+            existing.metadata.get("policy") or None,
+            _meta_int(existing.metadata, "width"),
+            _meta_int(existing.metadata, "height"),
         )
         # Finish what a crashed earlier attempt may have left: the stale rejection, the message.
         clear_stale(store, keys.error_key(ref.key), Version(ref.key, ref.etag))
@@ -202,9 +202,14 @@ def process_object(
 class _Made:
     """How the encoded image was made: the resize policy and its size (carried to the caption)."""
 
-    policy: str
-    width: int
-    height: int
+    policy: str | None
+    width: int | None
+    height: int | None
+
+
+def _meta_int(metadata: dict[str, str], name: str) -> int | None:
+    value = metadata.get(name, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 def _send(queue: Queue, ref: ObjectRef, encoded_key: str, width: int, height: int, made: _Made) -> None:
