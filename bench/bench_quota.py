@@ -110,11 +110,16 @@ def run(name: str, images: Path, out: Path, args: argparse.Namespace) -> dict[st
         goal = 0.95 * target
     rate = steady or 0.0
     reasons: dict[str, int] = {}
-    for letter in summary.get("dead_letters", []):
+    for letter in summary.get("dead_lettered_details", []):
         reason = letter.get("last_problem") or "unknown"
         reasons[reason] = reasons.get(reason, 0) + 1
     cost = summary.get("cost_per_1000_captions", {})
-    met = rate >= goal and summary["lost"] == 0 and not summary.get("duplicate_paid_calls")
+    met = (
+        rate >= goal
+        and summary["lost"] == 0
+        and summary["not_final"] == 0
+        and not summary.get("duplicate_paid_calls")
+    )
     if name == "tokens-bound":
         met = met and outcomes.get("throttled_tokens", 0) == 0
     return {
@@ -130,6 +135,7 @@ def run(name: str, images: Path, out: Path, args: argparse.Namespace) -> dict[st
         "ratio_to_target": round(rate / target, 3) if target else None,
         "goal_met": bool(met),
         "lost": summary["lost"],
+        "not_final": summary["not_final"],
         "model_calls": summary["model_calls"],
         "paid_calls_per_image": round((summary["paid_calls"] or 0) / captioned, 3),
         "failed_calls_by_kind": {k: v for k, v in outcomes.items() if k != "ok" and v},

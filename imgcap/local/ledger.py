@@ -9,6 +9,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from imgcap.local.options import LocalRunError
 from imgcap.local.provision import LocalStack
 from imgcap.local.telemetry import json_object
 from imgcap.ops.bucket import list_objects, read_json
+from imgcap.ops.status import queue_depth
 from lambdas.shared import keys
 
 UPLOAD_THREADS = 4
@@ -62,8 +64,9 @@ class Ledger:
         self.captions: dict[str, tuple[str, dict[str, Any]]] = {}  # caption key -> (object etag, record)
         self.errors: dict[str, tuple[str, dict[str, Any]]] = {}
         self.encoded: set[str] = set()
-        self.dead_letters: dict[str, dict[str, Any]] = {}  # source key -> DLQ message facts
-        self.resize_failures: dict[str, dict[str, Any]] = {}  # source key -> destination record facts
+        # Named after the final state each one means (summary.json uses the same names).
+        self.dead_lettered: dict[str, dict[str, Any]] = {}  # source key -> DLQ message facts
+        self.resize_failed: dict[str, dict[str, Any]] = {}  # source key -> destination record facts
 
     def add_upload(self, upload: Upload) -> None:
         with self._lock:
@@ -115,7 +118,7 @@ class Ledger:
             if isinstance(key, str):
                 # moto carries the count over to the DLQ; our own peek above added one more
                 count = int((message.get("Attributes") or {}).get("ApproximateReceiveCount", 1))
-                self.dead_letters[key] = {"etag": doc.get("source_etag"), "receive_count": max(0, count - 1)}
+                self.dead_lettered[key] = {"etag": doc.get("source_etag"), "receive_count": max(0, count - 1)}
         for message in self._drain(self._stack.resize_failure_queue_url):
             from lambdas.resize.events import object_refs
 
@@ -123,7 +126,7 @@ class Ledger:
             payload = doc.get("requestPayload") or {}
             response = doc.get("responsePayload") or {}
             for ref in object_refs(payload):
-                self.resize_failures[ref.key] = {
+                self.resize_failed[ref.key] = {
                     "etag": ref.etag,
                     "error_type": response.get("errorType"),
                     "error_message": response.get("errorMessage"),
@@ -148,10 +151,10 @@ class Ledger:
             return "captioned"
         if self.error_for(upload) is not None:
             return "rejected"
-        dead = self.dead_letters.get(upload.key)
+        dead = self.dead_lettered.get(upload.key)
         if dead is not None and dead.get("etag") in (upload.etag, None):
             return "dead_lettered"
-        failed = self.resize_failures.get(upload.key)
+        failed = self.resize_failed.get(upload.key)
         if failed is not None and failed.get("etag") in (upload.etag, None):
             return "resize_failed"
         return None
@@ -160,6 +163,29 @@ class Ledger:
         with self._lock:
             uploads = list(self.uploads.values())
         return {u.key: self.state(u) for u in uploads}
+
+    def caption_times(self) -> list[float]:
+        """When each current caption was written (epoch seconds, from its ``captioned_at``), sorted."""
+        with self._lock:
+            uploads = list(self.uploads.values())
+        times = [parse_iso((self.caption_for(u) or {}).get("captioned_at")) for u in uploads]
+        return sorted(t for t in times if t is not None)
+
+    def queued_messages(self) -> int:
+        """Messages still waiting or in flight in the S3-event and caption queues (not the DLQ)."""
+        return sum(
+            queue_depth(self._sqs, url).total for url in (self._stack.events_queue_url, self._stack.queue_url)
+        )
+
+
+def parse_iso(text: Any) -> float | None:
+    """A record's ISO-8601 timestamp as epoch seconds; None when absent or unreadable."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 class Uploader:
@@ -179,7 +205,7 @@ class Uploader:
             upload = Upload(key=key, path=path, size=len(data))
             try:
                 response = s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
-            except Exception as exc:  # reported as not final (lost) with the reason in summary.json
+            except Exception as exc:  # summary.json: upload_failed, with the reason
                 with self._lock:
                     self.errors.append((key, str(exc)))
                 return

@@ -137,7 +137,8 @@ class LocalResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if self.summary.get("lost", 1) == 0 else 1
+        unfinished = ("not_final", "lost", "upload_failed")
+        return 0 if all(self.summary.get(k, 1) == 0 for k in unfinished) else 1
 
 
 def check_bedrock_credentials() -> None:

@@ -9,7 +9,9 @@ Order of a run:
    caption (event source mapping with batch size B and maximum concurrency C).
 4. Every file under ``--images`` is uploaded to ``images/<relative path>``.
 5. Progress is shown until every upload has reached a final state (a caption or an error record
-   for its ETag, the DLQ, or the resize failure destination), or the timeout names what did not.
+   for its ETag, the DLQ, or the resize failure destination), or the timeout names what did not
+   (``not_final`` while work is still in flight; ``lost`` only when nothing is left that could
+   finish it).
 6. OUT gets ``captions/`` and ``errors/`` exactly as stored, ``summary.json``, ``report.html``
    and ``logs/`` (the functions' JSON logs, EMF metric blobs, one line per invocation).
 
@@ -47,7 +49,7 @@ from imgcap.local.options import (
 from imgcap.local.provision import LocalStack, provision
 from imgcap.local.servers import endpoint_environment
 from imgcap.local.standin import BedrockStandin
-from imgcap.local.summary import build_summary, done_line, prepare_out, write_outputs
+from imgcap.local.summary import build_summary, done_line, prepare_out, rate_text, rates, write_outputs
 from imgcap.local.telemetry import LogSink, MetricTotals
 from imgcap.local.workers import InvocationResult, WorkerPool
 from imgcap.ops.status import queue_depth
@@ -68,6 +70,7 @@ class _Run:
         self.logs = LogSink(options.out / "logs", self.metrics)
         self.standin: BedrockStandin | None = None
         self.started = time.monotonic()
+        self.waited_s: float | None = None  # start to the live line's last update (the rates' window)
 
     def say(self, text: str) -> None:
         if self.progress is not None:
@@ -166,8 +169,9 @@ def _run_on_servers(
     try:
         run.say(
             f"imgcap local: {len(files)} file(s), captioner={options.captioner}{_latency_note(options)}, "
-            f"rpm={options.rpm:g}, "
-            f"concurrency={options.workers}, batch size={options.batch_size}, "
+            f"pacing_rpm={options.pacing_rpm or options.rpm:g}, "
+            + (f"standin_quota_rpm={options.rpm:g}, " if options.captioner == "standin" else "")
+            + f"concurrency={options.workers}, batch size={options.batch_size}, "
             f"faults={options.faults.describe()}"
         )
         thread = threading.Thread(
@@ -175,6 +179,8 @@ def _run_on_servers(
         )
         thread.start()
         timed_out = _wait_until_final(run, ledger, uploader, len(files), thread, sqs, stack, pump, source)
+        # Measured before the event sources stop (a stop drops the resize retries still waiting).
+        in_flight = _work_in_flight(ledger, pump, source, thread)
         keep = options.keep_running and not timed_out
         if not keep:
             # let batches still running finish (none, normally: the queues were quiet)
@@ -190,10 +196,13 @@ def _run_on_servers(
             s3=s3,
             bucket=stack.bucket,
             elapsed_s=time.monotonic() - run.started,
+            waited_s=run.waited_s,
             timed_out=timed_out,
             resize_pool=resize_pool,
             caption_pool=caption_pool,
             source=source,
+            work_in_flight=in_flight,
+            never_uploaded=_never_uploaded(files, ledger, uploader),
         )
         report = write_outputs(options.out, options.images, ledger, summary, s3, stack.bucket)
         run.say(done_line(summary))
@@ -207,6 +216,23 @@ def _run_on_servers(
         caption_pool.close()
 
 
+def _work_in_flight(
+    ledger: Ledger, pump: S3EventPump, source: SqsEventSource, thread: threading.Thread
+) -> int:
+    """Invocations running, messages queued, and 1 while files are still being uploaded."""
+    try:
+        queued = ledger.queued_messages()
+    except Exception:  # the queues cannot be asked: count the work as still there, never as lost
+        queued = 1
+    return pump.in_flight + source.in_flight + queued + (1 if thread.is_alive() else 0)
+
+
+def _never_uploaded(files: Sequence[tuple[str, Path]], ledger: Ledger, uploader: Uploader) -> list[str]:
+    """Files the uploader had not stored (nor failed to store) when the run stopped waiting."""
+    failed = {k for k, _ in uploader.errors}
+    return [k for k, _ in files if k not in ledger.uploads and k not in failed]
+
+
 def _stop_event_sources(pump: S3EventPump, source: SqsEventSource, grace_s: float) -> None:
     pump.signal_stop()
     source.signal_stop()
@@ -218,12 +244,12 @@ def _live_fields(
     run: _Run, ledger: Ledger, uploader: Uploader, total: int, counts: Counter[str]
 ) -> list[str]:
     """The live line's fields, most important first (a terminal shows as many as fit)."""
-    elapsed = time.monotonic() - run.started
-    rate = counts["captioned"] / elapsed * 60 if elapsed > 0 else 0.0
+    run.waited_s = time.monotonic() - run.started  # the final line's rates use the last one
+    rate = rates(ledger.caption_times(), run.waited_s)
     fields = [
         f"captioned {counts['captioned']}",
         f"errors {counts['rejected'] + counts['dead_lettered'] + counts['resize_failed']}",
-        f"{rate:.1f} captions/min",
+        rate_text(rate),
         f"uploaded {uploader.uploaded}/{total}",
         f"resized {len(ledger.encoded)}",
     ]

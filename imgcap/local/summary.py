@@ -9,9 +9,11 @@ import json
 import math
 import shutil
 import sys
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from botocore.exceptions import ClientError
 
 from imgcap.local.emulator import SqsEventSource
 from imgcap.local.functions import CAPTION_SERVICE, RESIZE_SERVICE
-from imgcap.local.ledger import Ledger, Upload
+from imgcap.local.ledger import Ledger, Upload, parse_iso
 from imgcap.local.options import LocalOptions
 from imgcap.local.standin import BedrockStandin
 from imgcap.local.telemetry import MetricTotals
@@ -33,6 +35,18 @@ from lambdas.shared.observability import Metric
 REPORT_IMAGE_MAX_BYTES = 40 * 1024 * 1024  # larger uploads get no thumbnail in report.html
 
 
+SUMMARY_SCHEMA_VERSION = 1  # docs/schemas/summary.schema.json
+
+# Metrics whose EMF unit is not a count: summed, so their name gets the unit (the handlers emit
+# them with these units: lambdas/caption/handler.py, lambdas/resize/handler.py).
+METRIC_UNITS = {
+    Metric.RESIZE_MS: "ms",
+    Metric.MODEL_LATENCY: "ms",
+    Metric.PACING_WAIT_MS: "ms",
+    Metric.END_TO_END_AGE: "s",
+}
+
+
 def percentile(values: Sequence[float], p: float) -> float | None:
     """Nearest-rank percentile (p in 0..100); None for no values."""
     if not values:
@@ -42,31 +56,58 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def parse_iso(text: Any) -> float | None:
-    """A record's ISO-8601 timestamp as epoch seconds; None when absent or unreadable."""
-    if not isinstance(text, str) or not text:
+def iso(epoch: float | None) -> str | None:
+    """Epoch seconds as the records' ISO 8601 form (UTC, milliseconds, ``Z``); None stays None."""
+    if epoch is None:
         return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-def busy_window(ledger: Ledger, standin: BedrockStandin | None, source: SqsEventSource) -> float | None:
-    """Seconds from the first model call to the last caption written."""
-    first = None
-    if standin is not None:
-        first = standin.stats().get("first_call_at")
-    first = first or source.stats.first_invoke_at
-    written = [parse_iso(doc.get("captioned_at")) for _, doc in ledger.captions.values()]
-    last = max((t for t in written if t is not None), default=None)
-    if first is None or last is None or last <= first:
+def captions_per_minute(captions: int, seconds: float | None) -> float | None:
+    """The one definition of the rate: ``captions`` over ``seconds``, per minute; None without time."""
+    if seconds is None or seconds <= 0:
         return None
-    return last - first
+    return round(captions / seconds * 60, 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Captions per minute two ways, from the same function (the live line and summary.json).
+
+    ``run``: every caption over the whole run so far, from the start (servers starting, uploads,
+    waiting included) to now, or to the moment the run stopped waiting (summary.json's waited_s).
+    ``steady``: the steady state, from the first caption to the last: the captions after the first
+    over that window (so one caption has no steady rate, and a slow start does not count).
+    """
+
+    captioned: int
+    run_s: float
+    steady_s: float | None
+    run: float | None
+    steady: float | None
+
+
+def rates(caption_times: Sequence[float], run_s: float) -> Rates:
+    """``caption_times``: when each caption was written (epoch seconds), any order."""
+    steady_s = max(caption_times) - min(caption_times) if len(caption_times) > 1 else None
+    return Rates(
+        captioned=len(caption_times),
+        run_s=run_s,
+        steady_s=steady_s,
+        run=captions_per_minute(len(caption_times), run_s),
+        steady=captions_per_minute(len(caption_times) - 1, steady_s),
+    )
+
+
+def rate_text(r: Rates) -> str:
+    """The rates as the live line and the final line print them (labelled, same numbers)."""
+    run = "-" if r.run is None else f"{r.run:.1f}"
+    steady = "-" if r.steady is None else f"{r.steady:.1f}"
+    return f"{run} captions/min over the run, {steady} steady"
 
 
 def duplicate_paid_calls(standin: BedrockStandin, ledger: Ledger, s3: Any, bucket: str) -> int:
@@ -86,6 +127,36 @@ def duplicate_paid_calls(standin: BedrockStandin, ledger: Ledger, s3: Any, bucke
     return sum(max(0, n - max(1, sources.get(sha, 0))) for sha, n in paid.items())
 
 
+def _with_units(figures: Mapping[str, Any]) -> dict[str, Any]:
+    """Metric sums named with their unit (``ModelLatency`` -> ``ModelLatency_total_ms``)."""
+    return {(f"{k}_total_{METRIC_UNITS[k]}" if k in METRIC_UNITS else k): v for k, v in figures.items()}
+
+
+def metric_figures(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(snapshot)
+    out["totals"] = _with_units(snapshot["totals"])
+    out["by_service"] = {s: _with_units(c) for s, c in snapshot["by_service"].items()}
+    return out
+
+
+def _standin_figures(stand: Mapping[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in stand.items() if k != "paid_by_image"}
+    out["first_call_at"] = iso(stand.get("first_call_at"))
+    out["last_ok_at"] = iso(stand.get("last_ok_at"))
+    return out
+
+
+def split_unfinished(
+    unfinished: Sequence[str], work_in_flight: int, never_uploaded: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
+    """(not_final, lost): uploads without a final state are not final while any work is in flight
+    (or files wait to be uploaded), and lost only when nothing is left that could finish them."""
+    keys_ = sorted(unfinished) + sorted(never_uploaded)
+    if work_in_flight > 0 or never_uploaded:
+        return keys_, []
+    return [], keys_
+
+
 def build_summary(
     *,
     options: LocalOptions,
@@ -101,11 +172,29 @@ def build_summary(
     resize_pool: WorkerPool,
     caption_pool: WorkerPool,
     source: SqsEventSource,
+    work_in_flight: int = 0,
+    never_uploaded: Sequence[str] = (),
+    waited_s: float | None = None,
 ) -> dict[str, Any]:
-    """Everything summary.json holds (``last_problem``: the last warning logged per source key)."""
+    """Everything summary.json holds (docs/schemas/summary.schema.json).
+
+    ``last_problem``: the last warning logged per source key. ``waited_s``: from the start until
+    the run stopped waiting (every upload final, or the timeout), the window of the run rate and
+    of the live line's last update, so both show the same figure. ``work_in_flight``: invocations
+    running and messages queued when the run stopped waiting; ``never_uploaded``: files the
+    uploader had not stored yet. An upload without a final state is ``not_final`` while any work
+    is still in flight (a run that timed out), and ``lost`` only when nothing anywhere could
+    still finish it: the work vanished.
+    """
+    finished = time.time()
     states = ledger.states()
+    failed = {k for k, _ in upload_errors}
+    # an upload may have landed since the caller looked: each file is counted once
+    never_uploaded = [k for k in never_uploaded if k not in states and k not in failed]
     counts = Counter(s for s in states.values() if s)
-    not_final = sorted(k for k, s in states.items() if not s) + sorted(k for k, _ in upload_errors)
+    not_final, lost = split_unfinished(
+        sorted(k for k, s in states.items() if not s), work_in_flight, never_uploaded
+    )
     ages: list[float] = []
     input_tokens = output_tokens = 0
     for upload in ledger.uploads.values():
@@ -118,7 +207,8 @@ def build_summary(
         start, end = parse_iso(record.get("uploaded_at")), parse_iso(record.get("captioned_at"))
         if start is not None and end is not None:
             ages.append(max(0.0, end - start))
-    busy = busy_window(ledger, standin, source)
+    waited = elapsed_s if waited_s is None else min(waited_s, elapsed_s)
+    rate = rates(ledger.caption_times(), waited)
     snapshot = metrics.snapshot()
     totals = snapshot["totals"]
     rejected_by_code = Counter(
@@ -128,12 +218,17 @@ def build_summary(
     )
     stand = standin.stats() if standin else None
     summary: dict[str, Any] = {
-        "images": len(ledger.uploads) + len(upload_errors),
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        "started_at": iso(finished - elapsed_s),
+        "finished_at": iso(finished),
+        "images": len(ledger.uploads) + len(upload_errors) + len(never_uploaded),
         "captioned": counts["captioned"],
         "rejected": counts["rejected"],
         "dead_lettered": counts["dead_lettered"],
         "resize_failed": counts["resize_failed"],
-        "lost": len(not_final),
+        "upload_failed": len(upload_errors),
+        "not_final": len(not_final),
+        "lost": len(lost),
         "model_calls": stand["requests"] if stand else int(totals.get(Metric.MODEL_CALLS, 0)),
         "paid_calls": stand["paid_calls"] if stand else None,
         "throttled": stand["throttled"] if stand else int(totals.get(Metric.MODEL_THROTTLES, 0)),
@@ -142,10 +237,12 @@ def build_summary(
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
         "elapsed_s": round(elapsed_s, 2),
-        "caption_busy_s": round(busy, 2) if busy else None,
-        "captions_per_minute": round(counts["captioned"] / busy * 60, 2) if busy else None,
-        "rpm": options.rpm,
+        "waited_s": round(waited, 2),
+        "steady_s": _round(rate.steady_s),
+        "captions_per_minute_run": rate.run,
+        "captions_per_minute_steady": rate.steady,
         "pacing_rpm": options.pacing_rpm or options.rpm,
+        "standin_quota_rpm": options.rpm if options.captioner == "standin" else None,
         "concurrency": options.workers,
         "batch_size": options.batch_size,
         "captioner": options.captioner,
@@ -154,19 +251,20 @@ def build_summary(
         "upload_to_caption_p95_s": _round(percentile(ages, 95)),
         "upload_to_caption_max_s": _round(max(ages) if ages else None),
         "timed_out": timed_out,
-        "not_final": not_final,
-        "upload_errors": [{"key": k, "error": e} for k, e in upload_errors],
+        "not_final_keys": not_final,
+        "lost_keys": lost,
+        "upload_failed_details": [{"key": k, "error": e} for k, e in upload_errors],
         "rejected_by_code": dict(sorted(rejected_by_code.items())),
-        "dead_letters": [
+        "dead_lettered_details": [
             {
                 "key": key,
                 "receive_count": facts["receive_count"],
                 "last_problem": last_problem.get(key, ""),
             }
-            for key, facts in sorted(ledger.dead_letters.items())
+            for key, facts in sorted(ledger.dead_lettered.items())
         ],
-        "resize_failures": [{"key": k, **v} for k, v in sorted(ledger.resize_failures.items())],
-        "metrics": snapshot,
+        "resize_failed_details": [{"key": k, **v} for k, v in sorted(ledger.resize_failed.items())],
+        "metrics": metric_figures(snapshot),
         "functions": {
             RESIZE_SERVICE: resize_pool.stats.as_dict(resize_pool.spec.memory_mb),
             CAPTION_SERVICE: caption_pool.stats.as_dict(caption_pool.spec.memory_mb),
@@ -183,9 +281,7 @@ def build_summary(
     summary["cost_per_1000_captions"] = _cost(summary, resize_pool, caption_pool)
     summary["capacity"] = _capacity(options, totals)
     if stand is not None:
-        stand = dict(stand)
-        stand.pop("paid_by_image", None)
-        summary["standin"] = stand
+        summary["standin"] = _standin_figures(stand)
     return summary
 
 
@@ -218,12 +314,25 @@ def _capacity(options: LocalOptions, totals: Mapping[str, float]) -> dict[str, A
 
 
 def done_line(summary: Mapping[str, Any]) -> str:
-    """The one line a run ends with."""
+    """The one line a run ends with (the rates as the live line showed them)."""
+    steady_s = summary.get("steady_s")
+    r = Rates(
+        captioned=summary["captioned"],
+        run_s=summary["waited_s"],
+        steady_s=steady_s,
+        run=summary["captions_per_minute_run"],
+        steady=summary["captions_per_minute_steady"],
+    )
+    lost = summary.get("lost_keys") or []
     return (
         f"done: {summary['captioned']} captioned, {summary['rejected']} rejected, "
-        f"{summary['dead_lettered']} dead-lettered, {summary['resize_failed']} resize failures, "
-        f"{summary['lost']} lost; model calls {summary['model_calls']} (throttled {summary['throttled']}); "
-        f"{summary['captions_per_minute']} captions/min over {summary['caption_busy_s']} s"
+        f"{summary['dead_lettered']} dead-lettered, {summary['resize_failed']} resize failed, "
+        f"{summary['upload_failed']} upload failed, {summary['not_final']} not final, "
+        f"{summary['lost']} lost"
+        + (f" ({', '.join(lost[:5])}{' ...' if len(lost) > 5 else ''})" if lost else "")
+        + f"; model calls {summary['model_calls']} (throttled {summary['throttled']}); "
+        f"{rate_text(r)} ({summary['waited_s']:g} s run"
+        + (f", {steady_s:g} s first to last caption)" if steady_s is not None else ")")
     )
 
 
@@ -271,10 +380,11 @@ def report_entry(ledger: Ledger, upload: Upload, summary: Mapping[str, Any]) -> 
     caption = ledger.caption_for(upload)
     error = None if caption else ledger.error_for(upload)
     if caption is None and error is None:
-        dead = ledger.dead_letters.get(upload.key)
-        failed = ledger.resize_failures.get(upload.key)
+        dead = ledger.dead_lettered.get(upload.key)
+        failed = ledger.resize_failed.get(upload.key)
         if dead is not None:
-            reason = next((d["last_problem"] for d in summary["dead_letters"] if d["key"] == upload.key), "")
+            details = summary.get("dead_lettered_details") or []
+            reason = next((d["last_problem"] for d in details if d["key"] == upload.key), "")
             error = {
                 "stage": "caption",
                 "error_code": "dead_lettered",
@@ -286,8 +396,10 @@ def report_entry(ledger: Ledger, upload: Upload, summary: Mapping[str, Any]) -> 
                 "error_code": "resize_failed",
                 "message": f"{failed.get('error_type')}: {failed.get('error_message')}",
             }
+        elif upload.key in (summary.get("lost_keys") or ()):
+            error = {"stage": "-", "error_code": "lost", "message": "no final state and no work left for it"}
         else:
-            error = {"stage": "-", "error_code": "lost", "message": "no final state before the run ended"}
+            error = {"stage": "-", "error_code": "not_final", "message": "still in flight when the run ended"}
     data: bytes | None = None
     if upload.size <= REPORT_IMAGE_MAX_BYTES:
         try:

@@ -30,6 +30,15 @@ _COMMON_EPILOG = (
 )
 
 
+def _field_list(text: str) -> tuple[str, ...]:
+    from imgcap.ops.export import parse_fields
+
+    try:
+        return parse_fields(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -172,6 +181,7 @@ def _export(ctx: OpsContext, args: argparse.Namespace) -> int:
         out=Path(args.out) if args.out else None,
         include_errors=args.include_errors,
         concurrency=args.concurrency,
+        fields=args.fields,
     )
     return EXIT_OK
 
@@ -307,13 +317,22 @@ def register(subparsers: Any) -> None:
         _export,
         help_text="a manifest of all captions as JSON Lines or CSV",
         description=(
-            "Write one row per caption: image_key, encoded_key, caption, model_id, input_tokens,\n"
-            "output_tokens, stop_reason, captioned_at, source_etag (the version of the image the\n"
-            "caption describes). --include-errors adds one row per error record with status, stage,\n"
-            "error_code and error_message. For dataset builders and search indexers."
+            "Write one row per caption with every field of its record: image_key, encoded_key,\n"
+            "caption, model_id, input_tokens, output_tokens, stop_reason, captioned_at, source_etag\n"
+            "(the version of the image the caption describes), status, then the rest by name (nested\n"
+            "fields joined with '_': resize_policy, source_width...). --fields chooses the columns.\n"
+            "--include-errors adds one row per error record (status error, stage, error_code,\n"
+            "error_message). CSV cells a spreadsheet would run as a formula start with an apostrophe.\n"
+            "Rows: docs/schemas/export-row.schema.json. For dataset builders and search indexers."
         ),
     )
     p.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="jsonl (default) or csv")
     p.add_argument("--out", metavar="FILE", help="output file (default: standard output)")
     p.add_argument("--include-errors", action="store_true", help="add rows for error records")
+    p.add_argument(
+        "--fields",
+        type=_field_list,
+        metavar="A,B,C",
+        help="only these columns, in this order (default: every field)",
+    )
     p.add_argument("--concurrency", type=_positive_int, default=16, metavar="N", help="parallel reads (16)")

@@ -291,7 +291,13 @@ def caption_record(
     receive_count: int,
     captioned_at: str,
 ) -> dict[str, Any]:
-    """The body of ``captions/<path>.json`` (docs/contracts.md "Records")."""
+    """The body of ``captions/<path>.json`` (docs/schemas/caption-record.schema.json).
+
+    ``latency_ms`` is the call as the function measured it (pacing excluded, network included);
+    ``service_latency_ms`` is Bedrock's own ``metrics.latencyMs`` for the same call, as the service
+    reports it, None when the answer did not carry it. ``resize`` says how the image the model
+    saw was made (nulls for a message from a resize stage older than these fields).
+    """
     return {
         "schema_version": RECORD_SCHEMA_VERSION,
         "caption": answer.text,
@@ -315,6 +321,11 @@ def caption_record(
             "height": message.height,
         },
         "encoded_key": message.encoded_key,
+        "resize": {
+            "policy": message.resize_policy,
+            "width": message.target_width,
+            "height": message.target_height,
+        },
         "uploaded_at": message.uploaded_at,
         "captioned_at": captioned_at,
         "receive_count": receive_count,

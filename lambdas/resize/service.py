@@ -142,9 +142,14 @@ def process_object(
     if existing is not None and existing.metadata.get(SOURCE_ETAG_META) == ref.etag:
         width = int(existing.metadata.get("source-width", "0") or 0)
         height = int(existing.metadata.get("source-height", "0") or 0)
+        made = _Made(  # what that object says of itself (None where it says nothing)
+            existing.metadata.get("policy") or None,
+            _meta_int(existing.metadata, "width"),
+            _meta_int(existing.metadata, "height"),
+        )
         # Finish what a crashed earlier attempt may have left: the stale rejection, the message.
         clear_stale(store, keys.error_key(ref.key), Version(ref.key, ref.etag))
-        _send(queue, ref, encoded_key, width, height)
+        _send(queue, ref, encoded_key, width, height, made)
         return done(Outcome.DUPLICATE)
 
     try:
@@ -188,11 +193,26 @@ def process_object(
         return done(Outcome.SUPERSEDED, message="a newer upload replaced the object while it was encoded")
     # A re-upload that now succeeds clears an older rejection, never a newer upload's.
     clear_stale(store, keys.error_key(ref.key), version)
-    _send(queue, ref, encoded_key, encoded.source_width, encoded.source_height)
+    made = _Made(spec.policy.value, encoded.width, encoded.height)
+    _send(queue, ref, encoded_key, encoded.source_width, encoded.source_height, made)
     return done(Outcome.RESIZED if published is Published.WRITTEN else Outcome.DUPLICATE)
 
 
-def _send(queue: Queue, ref: ObjectRef, encoded_key: str, width: int, height: int) -> None:
+@dataclass(frozen=True, slots=True)
+class _Made:
+    """How the encoded image was made: the resize policy and its size (carried to the caption)."""
+
+    policy: str | None
+    width: int | None
+    height: int | None
+
+
+def _meta_int(metadata: dict[str, str], name: str) -> int | None:
+    value = metadata.get(name, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def _send(queue: Queue, ref: ObjectRef, encoded_key: str, width: int, height: int, made: _Made) -> None:
     message = ImageMessage(
         bucket=ref.bucket,
         source_key=ref.key,
@@ -201,5 +221,8 @@ def _send(queue: Queue, ref: ObjectRef, encoded_key: str, width: int, height: in
         width=width,
         height=height,
         uploaded_at=ref.event_time or utc_now_iso(),
+        resize_policy=made.policy,
+        target_width=made.width,
+        target_height=made.height,
     )
     queue.send(message.to_json())

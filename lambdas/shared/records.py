@@ -1,8 +1,12 @@
 """Versioned JSON documents that travel between the stages and land in the bucket.
 
 - ``ImageMessage``: the SQS message from resize/encode to caption (never the image bytes).
-- ``error_record``: what ``errors/<path>.json`` holds.
+- ``error_record``: what ``errors/<path>.json`` holds (docs/schemas/error-record.schema.json).
 Pure: no boto3, no environment.
+
+Times are ISO 8601 in UTC with milliseconds and a ``Z`` (``utc_now_iso``) everywhere a record
+holds one. A message from an older resize function (without the resize fields) still reads: its
+``resize_policy`` and target size are None, and the caption record says so with nulls.
 """
 
 from __future__ import annotations
@@ -32,12 +36,19 @@ class ImageMessage:
     encoded_key: str
     width: int  # original (after EXIF orientation) width
     height: int
-    uploaded_at: str  # S3 event time, for upload-to-caption age
+    uploaded_at: str  # S3 event time (ISO 8601), for upload-to-caption age
+    # How the resize stage made the encoded image (None in a message from an older resize stage).
+    resize_policy: str | None = None  # pad / crop / stretch
+    target_width: int | None = None  # the encoded image's size, e.g. 1280 x 720
+    target_height: int | None = None
     version: int = MESSAGE_VERSION
 
     def to_json(self) -> str:
         body = asdict(self)
         body["v"] = body.pop("version")
+        for name in ("resize_policy", "target_width", "target_height"):
+            if body[name] is None:
+                del body[name]  # the shape an older caption stage knows
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -60,6 +71,9 @@ class ImageMessage:
                 width=_int(body, "width"),
                 height=_int(body, "height"),
                 uploaded_at=_str(body, "uploaded_at"),
+                resize_policy=_str(body, "resize_policy") if "resize_policy" in body else None,
+                target_width=_int(body, "target_width") if "target_width" in body else None,
+                target_height=_int(body, "target_height") if "target_height" in body else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidMessage(f"message field invalid: {exc}") from exc

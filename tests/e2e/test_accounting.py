@@ -1,5 +1,6 @@
 """Final-state accounting: a message the queue dead-letters counts as final (not lost); an upload
-that is still in flight when ``--timeout`` hits is named, counted as lost, and fails the run."""
+that is still in flight when ``--timeout`` hits is named as not final (never as lost: its work is
+still there) and fails the run."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from imgcap.local.faults import parse_faults
 from imgcap.local.latency import StandinLatency
 from tests.e2e.conftest import run_pipeline, write_images
+from tests.schemas import assert_valid
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +34,7 @@ def test_a_message_throttled_past_max_receive_count_ends_in_the_dlq_and_is_accou
     assert summary["captioned"] == 0
     assert summary["lost"] == 0
     assert run.result.exit_code == 0
-    letter = summary["dead_letters"][0]
+    letter = summary["dead_lettered_details"][0]
     assert letter["key"] == "images/img-000.png"
     assert letter["receive_count"] >= 1
     assert "img-000.png" in letter["last_problem"]  # the caption stage's last warning for this key
@@ -61,7 +63,11 @@ def test_uploads_not_final_at_the_timeout_are_named_and_fail_the_run(
     summary = run.summary
 
     assert summary["timed_out"] is True
-    assert summary["lost"] == 2
-    assert summary["not_final"] == [f"images/{n}" for n in names]
+    assert summary["not_final"] == 2
+    assert summary["not_final_keys"] == [f"images/{n}" for n in names]
+    assert summary["lost"] == 0  # the calls are in flight: nothing vanished
+    assert summary["lost_keys"] == []
     assert run.result.exit_code == 1
+    assert_valid("summary", summary)
+    assert "2 not final, 0 lost" in run.progress
     assert "TIMEOUT after 20 s: 2 upload(s) not final: images/img-000.png, images/img-001.png" in run.progress

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from imgcap.local.servers import endpoint_environment
 from imgcap.local.standin import STANDIN_MARK
 from imgcap.samples import SAMPLES, write_samples
 from tests.e2e.conftest import Run, run_pipeline
+from tests.schemas import assert_valid
 
 pytestmark = pytest.mark.e2e
 
@@ -30,6 +33,7 @@ CAPTION_FIELDS = {
     "latency_ms",
     "source",
     "encoded_key",
+    "resize",
     "uploaded_at",
     "captioned_at",
     "receive_count",
@@ -51,7 +55,8 @@ def test_every_sample_reaches_a_final_state_and_nothing_is_lost(demo: tuple[Path
 
     assert run.result.exit_code == 0
     assert summary["lost"] == 0
-    assert summary["not_final"] == []
+    assert summary["not_final"] == 0
+    assert summary["not_final_keys"] == summary["lost_keys"] == []
     assert summary["images"] == len(SAMPLES) == 12
     assert summary["captioned"] == sum(s.expect_caption for s in SAMPLES) == 10
     assert summary["rejected"] == 2
@@ -74,6 +79,7 @@ def test_every_image_has_a_complete_caption_record_tied_to_its_upload(demo: tupl
         assert record["usage"]["input_tokens"] > 1000
         assert record["usage"]["output_tokens"] > 10
         assert set(record["inference"]) == {"maxTokens", "temperature", "topP", "topK"}
+        assert record["resize"] == {"policy": "pad", "width": 1280, "height": 720}  # the defaults
 
 
 def test_names_with_space_and_plus_survive_the_url_encoded_s3_event(demo: tuple[Path, Run]) -> None:
@@ -108,12 +114,45 @@ def test_summary_metric_totals_match_the_records_and_the_standin(demo: tuple[Pat
     assert totals["OutputTokens"] == summary["output_tokens"] == summary["standin"]["output_tokens"]
     assert summary["duplicate_paid_calls"] == 0
     assert summary["throttled"] == 0
-    assert summary["captions_per_minute"] > 0
+    assert summary["captions_per_minute_run"] > 0
+    assert summary["captions_per_minute_steady"] > 0
     assert 0 < summary["upload_to_caption_p50_s"] <= summary["upload_to_caption_p95_s"]
     for name in ("images", "captioned", "rejected", "dead_lettered", "lost", "model_calls", "throttled"):
         assert isinstance(summary[name], int), name
-    for name in ("duplicates_avoided", "input_tokens", "output_tokens", "elapsed_s", "rpm"):
+    for name in ("duplicates_avoided", "input_tokens", "output_tokens", "elapsed_s", "pacing_rpm"):
         assert name in summary
+
+
+def test_summary_json_and_every_record_in_out_conform_to_their_schemas(demo: tuple[Path, Run]) -> None:
+    """The real outputs of a run against docs/schemas/, and the states add up to the images."""
+    _, run = demo
+    written = json.loads((run.out / "summary.json").read_text(encoding="utf-8"))
+    assert written == run.summary
+    assert_valid("summary", written)
+    states = ("captioned", "rejected", "dead_lettered", "resize_failed", "upload_failed", "not_final", "lost")
+    assert sum(written[s] for s in states) == written["images"]
+    assert written["standin"]["first_call_at"] <= written["finished_at"]  # ISO 8601 UTC sorts as time
+    captions = sorted((run.out / "captions").rglob("*.json"))
+    errors = sorted((run.out / "errors").rglob("*.json"))
+    assert len(captions) == written["captioned"]
+    assert len(errors) == written["rejected"]
+    for path in captions:
+        assert_valid("caption-record", json.loads(path.read_text(encoding="utf-8")), str(path))
+    for path in errors:
+        assert_valid("error-record", json.loads(path.read_text(encoding="utf-8")), str(path))
+
+
+def test_the_progress_line_and_the_final_line_show_the_same_labelled_rates(demo: tuple[Path, Run]) -> None:
+    _, run = demo
+    summary = run.summary
+    lines = run.progress.splitlines()
+    done = next(line for line in lines if line.startswith("done: "))
+    last_live = [line for line in lines if line.startswith("local: ")][-1]
+    rates = re.compile(r"[0-9.-]+ captions/min over the run, [0-9.-]+ steady")
+    shown = f"{summary['captions_per_minute_run']:.1f} captions/min over the run, "
+    shown += f"{summary['captions_per_minute_steady']:.1f} steady"
+    assert rates.findall(done) == [shown]
+    assert rates.findall(last_live) == [shown]  # the live line's last update agrees with the end
 
 
 def test_report_shows_every_upload_offline(demo: tuple[Path, Run]) -> None:

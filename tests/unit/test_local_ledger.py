@@ -118,7 +118,7 @@ def test_refresh_reads_records_for_the_uploaded_etag_and_the_queues() -> None:
         "images/old.png": None,
     }
     assert ledger.encoded == {"images/c.png"}
-    assert ledger.dead_letters["images/d.png"]["receive_count"] == 3
+    assert ledger.dead_lettered["images/d.png"]["receive_count"] == 3
     assert ledger.caption_for(ledger.uploads["images/c.png"]) == {
         "source": {"etag": "e1"},
         "caption": "A cat.",
