@@ -23,11 +23,12 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from imgcap.local.emulator import BatchVerdict, Outcome, S3EventPump, SqsEventSource
+from imgcap.local.follow import Follower
 from imgcap.local.functions import (
     CAPTION_SERVICE,
     RESIZE_SERVICE,
@@ -68,6 +69,7 @@ class _Run:
         self.logs = LogSink(options.out / "logs", self.metrics)
         self.standin: BedrockStandin | None = None
         self.started = time.monotonic()
+        self.on_summary: Callable[[dict[str, Any]], None] | None = None  # e.g. --json printing it
 
     def say(self, text: str) -> None:
         if self.progress is not None:
@@ -91,7 +93,11 @@ class _Run:
             self.logs.add(CAPTION_SERVICE, outcome, extra)
 
 
-def run_local(options: LocalOptions, stream: TextIO | None = None) -> LocalResult:
+def run_local(
+    options: LocalOptions,
+    stream: TextIO | None = None,
+    on_summary: Callable[[dict[str, Any]], None] | None = None,
+) -> LocalResult:
     """Run the pipeline locally on ``options.images``; write everything to ``options.out``."""
     stream = stream or sys.stderr
     if options.captioner not in ("standin", "bedrock"):
@@ -102,6 +108,7 @@ def run_local(options: LocalOptions, stream: TextIO | None = None) -> LocalResul
     files = collect_files(options.images)
     prepare_out(options.out)
     run = _Run(options, stream)
+    run.on_summary = on_summary
     try:
         with servers(options) as (moto_url, standin):
             run.standin = standin
@@ -190,8 +197,14 @@ def _run_on_servers(
         report = write_outputs(options.out, options.images, ledger, summary, s3, stack.bucket)
         run.say(done_line(summary))
         run.say(f"summary: {(options.out / 'summary.json').resolve()}\nreport:  {report.resolve()}")
+        if run.on_summary is not None:
+            run.on_summary(summary)
         if keep:
-            keep_running(run.say, moto_url, standin, stack)
+            follower = Follower(ledger, s3, stack.bucket, run.stream)
+            try:
+                keep_running(run.say, moto_url, standin, stack, tick=follower.tick)
+            finally:
+                follower.close()
         return LocalResult(summary=summary, out=options.out, report=report)
     finally:
         _stop_event_sources(pump, source, 1.0)

@@ -26,10 +26,9 @@ from botocore.exceptions import (
     TokenRetrievalError,
 )
 
-# Exit codes shared by every operator command.
-EXIT_OK = 0
-EXIT_FAILED = 1  # the command ran but some items failed
-EXIT_USAGE = 2  # wrong stack name, missing credentials, bad arguments: nothing was done
+from imgcap.exits import EXIT_AWS, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+__all__ = ["EXIT_AWS", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "AwsClients", "OpsError", "explain"]
 
 _EXPIRED = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"}
 _REJECTED = {
@@ -70,28 +69,38 @@ def explain(exc: BaseException) -> OpsError | None:
     if isinstance(exc, OpsError):
         return exc
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return OpsError(f"no usable AWS credentials found ({exc}): {CREDENTIALS_HELP}")
+        return OpsError(f"no usable AWS credentials found ({exc}): {CREDENTIALS_HELP}", exit_code=EXIT_AWS)
     if isinstance(exc, ProfileNotFound):
-        return OpsError(f"{exc}: check AWS_PROFILE against the profiles in ~/.aws/config")
+        return OpsError(f"{exc}: check AWS_PROFILE against the profiles in ~/.aws/config", exit_code=EXIT_AWS)
     if isinstance(exc, TokenRetrievalError | SSOError | CredentialRetrievalError):
-        return OpsError(f"could not obtain AWS credentials ({exc}); refresh them: {CREDENTIALS_HELP}")
+        return OpsError(
+            f"could not obtain AWS credentials ({exc}); refresh them: {CREDENTIALS_HELP}", exit_code=EXIT_AWS
+        )
     if isinstance(exc, NoRegionError):
-        return OpsError("no AWS region configured: set AWS_REGION (or `region` in your AWS profile)")
+        return OpsError(
+            "no AWS region configured: set AWS_REGION (or `region` in your AWS profile)", exit_code=EXIT_AWS
+        )
     if isinstance(exc, ConnectionError):
-        return OpsError(f"{exc}: check the network, AWS_REGION and any AWS_ENDPOINT_URL* setting")
+        return OpsError(
+            f"{exc}: check the network, AWS_REGION and any AWS_ENDPOINT_URL* setting", exit_code=EXIT_AWS
+        )
     if isinstance(exc, ClientError):
         code = error_code(exc)
         op = exc.operation_name
         msg = str(exc.response.get("Error", {}).get("Message", "")).strip()
         if code in _EXPIRED:
             return OpsError(
-                f"AWS credentials have expired ({code} in {op}); refresh them: {CREDENTIALS_HELP}"
+                f"AWS credentials have expired ({code} in {op}); refresh them: {CREDENTIALS_HELP}",
+                exit_code=EXIT_AWS,
             )
         if code in _REJECTED:
-            return OpsError(f"AWS rejected the credentials ({code} in {op}): {CREDENTIALS_HELP}")
+            return OpsError(
+                f"AWS rejected the credentials ({code} in {op}): {CREDENTIALS_HELP}", exit_code=EXIT_AWS
+            )
         if is_access_denied(exc):
             return OpsError(
-                f"access denied for {op}: {msg or code} (check the IAM permissions of your identity)"
+                f"access denied for {op}: {msg or code} (check the IAM permissions of your identity)",
+                exit_code=EXIT_AWS,
             )
         return OpsError(f"AWS error in {op}: {code}: {msg}", exit_code=EXIT_FAILED)
     if isinstance(exc, BotoCoreError):

@@ -1,0 +1,62 @@
+"""``imgcap local --keep-running``: follow uploads made after the run (``imgcap upload``, ``imgcap
+smoke``, ``aws s3 cp`` against the loopback endpoint) with the same progress display.
+
+Each tick (once a second from ``loopback.keep_running``) lists ``images/``; a key that is new, or
+whose ETag changed, enters the ledger as a new upload to follow. The ledger's refresh decides
+which are final (caption, error record, DLQ, resize failure queue: the same rules as the run), and
+one progress line (``imgcap.progress``) counts them. The functions' logs go on being written to
+OUT/logs as they happen (the log files are line-buffered).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, TextIO
+
+from imgcap.local.ledger import Ledger, Upload
+from imgcap.ops.bucket import list_sources
+from imgcap.progress import Progress
+
+
+class Follower:
+    def __init__(self, ledger: Ledger, s3: Any, bucket: str, stream: TextIO) -> None:
+        self._ledger = ledger
+        self._s3 = s3
+        self._bucket = bucket
+        self._stream = stream
+        self._followed: set[str] = set()
+        self._progress: Progress | None = None
+
+    def _discover(self) -> None:
+        known = {u.key: u.etag for u in self._ledger.uploads.values()}
+        for obj in list_sources(self._s3, self._bucket):
+            if known.get(obj.key) == obj.etag:
+                continue
+            upload = Upload(key=obj.key, path=Path(), size=obj.size, etag=obj.etag, uploaded_at=time.time())
+            self._ledger.add_upload(upload)
+            self._followed.add(obj.key)
+
+    def tick(self) -> None:
+        try:
+            self._discover()
+            if not self._followed:
+                return
+            self._ledger.refresh()
+        except Exception as exc:  # a loopback hiccup must not end --keep-running
+            self._stream.write(f"(following new uploads: refresh failed, retrying: {exc})\n")
+            return
+        states = self._ledger.states()
+        counts = Counter(states.get(k) or "waiting" for k in self._followed)
+        if self._progress is None:
+            self._progress = Progress(
+                "new uploads", total=len(self._followed), stream=self._stream, unit="img"
+            )
+        self._progress.set_total(len(self._followed))
+        fields = [f"{state} {n}" for state, n in sorted(counts.items())]
+        self._progress.update_to(len(self._followed) - counts.get("waiting", 0), fields)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
