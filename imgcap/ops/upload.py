@@ -165,13 +165,13 @@ def send(s3: Any, bucket: str, local: LocalFile, md5_hex: str) -> str:
             Metadata=metadata,
         )
         return str(response.get("ETag", "")).strip('"')
-        s3.upload_file(
-            str(local.path),
-            bucket,
-            local.key,
-            ExtraArgs={"ContentType": content_type, "Metadata": metadata},
-            Config=TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, max_concurrency=4),
-        )
+    s3.upload_file(
+        str(local.path),
+        bucket,
+        local.key,
+        ExtraArgs={"ContentType": content_type, "Metadata": metadata},
+        Config=TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, max_concurrency=4),
+    )
     return str(s3.head_object(Bucket=bucket, Key=local.key).get("ETag", "")).strip('"')
 
 
