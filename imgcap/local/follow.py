@@ -4,7 +4,9 @@ smoke``, ``aws s3 cp`` against the loopback endpoint) with the same progress dis
 Each tick (once a second from ``loopback.keep_running``) lists ``images/``; a key that is new, or
 whose ETag changed, enters the ledger as a new upload to follow. The ledger's refresh decides
 which are final (caption, error record, DLQ, resize failure queue: the same rules as the run), and
-one progress line (``imgcap.progress``) counts them. The functions' logs go on being written to
+one progress line (``imgcap.progress``) counts them. A state once reached is kept (a later
+cleanup that deletes the caption does not undo it); an upload deleted before it was final counts
+as ``deleted``. The functions' logs go on being written to
 OUT/logs as they happen (the log files are line-buffered).
 """
 
@@ -27,16 +29,21 @@ class Follower:
         self._bucket = bucket
         self._stream = stream
         self._followed: set[str] = set()
+        self._final: dict[str, str] = {}  # key -> the final state it reached
+        self._present: set[str] = set()
         self._progress: Progress | None = None
 
     def _discover(self) -> None:
         known = {u.key: u.etag for u in self._ledger.uploads.values()}
-        for obj in list_sources(self._s3, self._bucket):
+        listing = list_sources(self._s3, self._bucket)
+        self._present = {o.key for o in listing}
+        for obj in listing:
             if known.get(obj.key) == obj.etag:
                 continue
             upload = Upload(key=obj.key, path=Path(), size=obj.size, etag=obj.etag, uploaded_at=time.time())
             self._ledger.add_upload(upload)
             self._followed.add(obj.key)
+            self._final.pop(obj.key, None)  # a new version starts again
 
     def tick(self) -> None:
         try:
@@ -48,7 +55,11 @@ class Follower:
             self._stream.write(f"(following new uploads: refresh failed, retrying: {exc})\n")
             return
         states = self._ledger.states()
-        counts = Counter(states.get(k) or "waiting" for k in self._followed)
+        for key in self._followed - self._final.keys():
+            state = states.get(key) or (None if key in self._present else "deleted")
+            if state is not None:
+                self._final[key] = state
+        counts = Counter(self._final.get(k, "waiting") for k in self._followed)
         if self._progress is None:
             self._progress = Progress(
                 "new uploads", total=len(self._followed), stream=self._stream, unit="img"
