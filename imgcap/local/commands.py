@@ -155,13 +155,11 @@ def run(args: argparse.Namespace) -> int:
 
     problem = check_paths(args.images, args.out)
     if problem is not None:
-        print(f"imgcap local: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, problem)
     try:
         faults = parse_faults(args.faults)
     except FaultSpecError as exc:
-        print(f"imgcap local: --faults: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, f"--faults: {exc}")
     options = LocalOptions(
         images=args.images,
         out=args.out,
@@ -182,20 +180,33 @@ def run(args: argparse.Namespace) -> int:
             "imgcap local: --faults applies to the stand-in only; ignored with --captioner bedrock",
             file=sys.stderr,
         )
-    on_summary = _print_json if args.json else None
+    on_summary = _print_summary if args.json else None
     try:
         result = run_local(options, on_summary=on_summary)
     except LocalRunError as exc:
-        print(f"imgcap local: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, str(exc))
     except OSError as exc:  # OUT became unwritable, a disk filled up...
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"imgcap local: {where}{exc.strerror or exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(args, f"{where}{exc.strerror or exc}")
     return result.exit_code
 
 
-def _print_json(summary: dict[str, Any]) -> None:
-    """The summary on stdout as one JSON object (before --keep-running starts following new work)."""
-    sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n")
+def _print_json(document: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    """--json: the summary as one JSON object on stdout (before --keep-running follows new work)."""
+    from imgcap.local.options import LocalResult
+
+    code = LocalResult(summary=summary, out=Path(), report=Path()).exit_code
+    _print_json({"command": "local", "ok": code == 0, "exit_code": code, **summary})
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    """One line on stderr (and with --json one JSON object on stdout); exit 2."""
+    print(f"imgcap local: {message}", file=sys.stderr)
+    if args.json:
+        _print_json({"command": "local", "ok": False, "exit_code": EXIT_USAGE, "error": message})
+    return EXIT_USAGE

@@ -123,7 +123,7 @@ def test_smoke_passes_against_the_local_runtime_which_follows_the_new_uploads(
     # And the first pass printed its summary as one JSON object on stdout, the follower counted the
     # three new uploads, and SIGTERM ended the run cleanly
     summary = json.loads(stdout)
-    assert summary["captioned"] == 1
+    assert (summary["command"], summary["exit_code"], summary["captioned"]) == ("local", 0, 1)
     assert returncode == 0, "\n".join(child.lines[-30:])
     followed = [line for line in child.lines if line.startswith("new uploads:")]
     assert followed, "\n".join(child.lines[-30:])

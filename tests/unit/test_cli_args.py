@@ -173,3 +173,12 @@ def test_local_refuses_bad_folders_in_one_line(
         assert words in err, (argv, err)
         assert "None" not in err
         assert out == ""
+    # with --json the refusal is one JSON object on stdout as well
+    code, out, err = call(capsys, ["local", "--images", str(empty), "--out", str(tmp_path / "o"), "--json"])
+    assert_one_line_usage_error(code, out, err)
+    assert json.loads(out) == {
+        "command": "local",
+        "ok": False,
+        "exit_code": 2,
+        "error": err.strip()[len("imgcap local: ") :],
+    }
