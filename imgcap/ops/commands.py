@@ -7,6 +7,9 @@ turns every failure it can explain (wrong stack name, missing or expired credent
 denied: exit 3; a bad path: exit 2) into one line on stderr; no tracebacks for an operator to
 decode. With ``--json`` the result is one JSON object on stdout (also for a failure: ``ok`` false,
 ``exit_code`` and ``error``) and every human line goes to stderr. Exit codes: ``imgcap.exits``.
+
+Longer than 500 lines on purpose: it is a table of eight commands (checks, bodies, arguments),
+each one small; the work itself lives in one module per command.
 """
 
 from __future__ import annotations
@@ -393,7 +396,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--wait",
         action="store_true",
-        help="then wait until every uploaded file is final (caption, error record, DLQ); 1 if any failed",
+        help="then wait until every uploaded file is final (caption, error record, DLQ); "
+        "exit 1 if any did not end captioned",
     )
     p.add_argument(
         "--wait-timeout",

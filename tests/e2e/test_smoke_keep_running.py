@@ -117,6 +117,9 @@ def test_smoke_passes_against_the_local_runtime_which_follows_the_new_uploads(
         # and the functions' logs for the smoke images are already in OUT/logs while it still runs
         resize_log = (out / "logs" / f"{RESIZE_SERVICE}.jsonl").read_text(encoding="utf-8")
         assert f"{result['folder']}/broken.jpg" in resize_log
+        # and the runtime follows the three new uploads to their end (its own 1 s ticks; off a
+        # terminal a progress line at most every 10 s)
+        child.wait_for("new uploads: 3/3", STARTUP_S)
     finally:
         returncode, stdout = child.stop()
 
@@ -126,6 +129,5 @@ def test_smoke_passes_against_the_local_runtime_which_follows_the_new_uploads(
     assert (summary["command"], summary["exit_code"], summary["captioned"]) == ("local", 0, 1)
     assert returncode == 0, "\n".join(child.lines[-30:])
     followed = [line for line in child.lines if line.startswith("new uploads:")]
-    assert followed, "\n".join(child.lines[-30:])
-    assert followed[-1].startswith("new uploads: 3/3")
+    assert followed[-1].startswith("new uploads: 3/3"), "\n".join(child.lines[-30:])
     assert os.path.exists(out / "summary.json")
