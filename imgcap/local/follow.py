@@ -23,12 +23,16 @@ from imgcap.progress import Progress
 
 
 class Follower:
+    """New uploads in waves: a wave starts with the first new upload after a quiet spell, takes in
+    every upload that arrives while it runs, and ends when all of them are final, with one line
+    ``new uploads done: N (captioned a, rejected b)``."""
+
     def __init__(self, ledger: Ledger, s3: Any, bucket: str, stream: TextIO) -> None:
         self._ledger = ledger
         self._s3 = s3
         self._bucket = bucket
         self._stream = stream
-        self._followed: set[str] = set()
+        self._wave: set[str] = set()  # keys followed in the current wave
         self._final: dict[str, str] = {}  # key -> the final state it reached
         self._present: set[str] = set()
         self._progress: Progress | None = None
@@ -42,31 +46,35 @@ class Follower:
                 continue
             upload = Upload(key=obj.key, path=Path(), size=obj.size, etag=obj.etag, uploaded_at=time.time())
             self._ledger.add_upload(upload)
-            self._followed.add(obj.key)
+            self._wave.add(obj.key)
             self._final.pop(obj.key, None)  # a new version starts again
 
     def tick(self) -> None:
         try:
             self._discover()
-            if not self._followed:
+            if not self._wave:
                 return
             self._ledger.refresh()
         except Exception as exc:  # a loopback hiccup must not end --keep-running
             self._stream.write(f"(following new uploads: refresh failed, retrying: {exc})\n")
             return
         states = self._ledger.states()
-        for key in self._followed - self._final.keys():
+        for key in self._wave - self._final.keys():
             state = states.get(key) or (None if key in self._present else "deleted")
             if state is not None:
                 self._final[key] = state
-        counts = Counter(self._final.get(k, "waiting") for k in self._followed)
+        counts = Counter(self._final.get(k, "waiting") for k in self._wave)
         if self._progress is None:
-            self._progress = Progress(
-                "new uploads", total=len(self._followed), stream=self._stream, unit="img"
-            )
-        self._progress.set_total(len(self._followed))
+            self._progress = Progress("new uploads", total=len(self._wave), stream=self._stream, unit="img")
+        self._progress.set_total(len(self._wave))
         fields = [f"{state} {n}" for state, n in sorted(counts.items())]
-        self._progress.update_to(len(self._followed) - counts.get("waiting", 0), fields)
+        self._progress.update_to(len(self._wave) - counts.get("waiting", 0), fields)
+        if not counts.get("waiting"):
+            self._progress.close()
+            self._stream.write(f"new uploads done: {len(self._wave)} ({', '.join(fields)})\n")
+            self._stream.flush()
+            self._progress = None
+            self._wave = set()
 
     def close(self) -> None:
         if self._progress is not None:

@@ -73,6 +73,7 @@ def test_help_documents_every_exit_code(capsys: pytest.CaptureFixture[str]) -> N
         ["dlq", "--max", "x"],
         ["smoke", "--timeout", "0"],
         ["local", "--images", "x"],  # --out missing
+        ["local", "--imag", "x", "--out", "y"],  # no abbreviations for local either
         ["local", "--images", "x", "--out", "y", "--rpm", "fast"],
         ["local", "--images", "x", "--out", "y", "--batch-size", "11"],
         ["local", "--images", "x", "--out", "y", "--concurrency", "many"],
