@@ -174,8 +174,14 @@ def _check_upload(args: argparse.Namespace) -> None:
         )
 
 
+def report_target(out: Path) -> Path:
+    """Where ``report --out`` writes (as ``imgcap.report.write_report`` decides): an .html/.htm
+    path itself, anything else taken for a folder that gets ``report.html``."""
+    return out if out.suffix.lower() in (".html", ".htm") else out / "report.html"
+
+
 def _check_report(args: argparse.Namespace) -> None:
-    check_output_file(Path(args.out))
+    check_output_file(report_target(Path(args.out)))
 
 
 def _check_export(args: argparse.Namespace) -> None:
@@ -453,7 +459,12 @@ def register(subparsers: Any) -> None:
         ),
         check=_check_report,
     )
-    p.add_argument("--out", required=True, metavar="FILE", help="where to write the HTML (e.g. report.html)")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="where to write the HTML: a .html file, or a folder that gets report.html",
+    )
     p.add_argument("--limit", type=_positive_int, default=200, metavar="N", help="at most N entries (200)")
     p.add_argument("--prefix", metavar="SUBDIR", help="only images under images/SUBDIR/")
     p.add_argument(

@@ -94,11 +94,16 @@ def test_bad_local_paths_for_operator_commands(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
+    folder_named_html = tmp_path / "gallery.html"
+    folder_named_html.mkdir()
+    readme = tmp_path / "README.md"
+    readme.write_text("# keep me")
     cases = [
         (["upload", str(tmp_path / "missing")], "is not a directory"),
         (["upload", str(blocker)], "is not a directory"),
-        (["report", "--out", str(tmp_path)], "is a directory"),
+        (["report", "--out", str(folder_named_html)], "is a directory"),
         (["report", "--out", str(blocker / "r.html")], "is a file, not a folder"),
+        (["report", "--out", str(readme)], "is a file, not a folder"),  # not .html: taken for a folder
         (["export", "--out", str(tmp_path)], "is a directory"),
         (["export", "--json"], "--json needs --out"),
         (["reprocess", "--prefix", "/"], "--all"),
@@ -108,6 +113,7 @@ def test_bad_local_paths_for_operator_commands(
         assert_one_line_usage_error(code, out, err)
         assert words in err, (argv, err)
         assert out == "" if "--json" not in argv else json.loads(out)["ok"] is False
+    assert readme.read_text() == "# keep me"
 
 
 def test_unwritable_output_folder(
@@ -131,7 +137,8 @@ def test_unwritable_output_folder(
 def test_a_usage_error_with_json_is_still_one_json_object(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    code, out, err = call(capsys, ["report", "--out", str(tmp_path), "--json"])
+    (tmp_path / "x.html").mkdir()
+    code, out, err = call(capsys, ["report", "--out", str(tmp_path / "x.html"), "--json"])
     assert_one_line_usage_error(code, out, err)
     document = json.loads(out)
     assert document == {
