@@ -8,8 +8,9 @@ An image version (key, ETag) is final when one of these exists for that ETag:
 - an event for it on the resize failure queue (the resize function's async on-failure
   destination) -> ``resize_failed``.
 Anything else when the time is up is ``not_final``. Each round lists ``captions/`` and ``errors/``
-under the common prefix once and reads only records that are new or changed; the queues are peeked
-only when they hold something.
+under the common prefix once and reads only records that are new or changed; a queue is peeked
+only when its depth is not 0 and changed since the last peek (a busy DLQ is not read every round,
+and each peek adds one to its messages' receive counts).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Waiter:
         self.verdicts = Verdicts()
         self._seen_objects: dict[str, str] = {}  # record key -> object ETag already read
         self._folder = _common_prefix(sent)
+        self._depths: dict[str, int] = {}  # queue URL -> its depth when last peeked
 
     @property
     def waiting(self) -> list[Sent]:
@@ -102,8 +104,12 @@ class Waiter:
     def _queue(
         self, url: str | None, state: str, refs: Callable[[dict[str, Any]], list[tuple[str, str | None]]]
     ) -> None:
-        if not url or not self.waiting or queue_depth(self.ctx.clients.sqs, url).total == 0:
+        if not url or not self.waiting:
             return
+        depth = queue_depth(self.ctx.clients.sqs, url).total
+        if depth == 0 or self._depths.get(url) == depth:
+            return  # empty, or nothing arrived since the last look: no need to read it again
+        self._depths[url] = depth
         for message in peek_messages(self.ctx.clients.sqs, url):
             for key, etag in refs(message):
                 item = self.sent.get(key)
