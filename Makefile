@@ -16,10 +16,10 @@ STACK ?= ImageCaptioning
 PYTEST_ARGS ?=
 
 .PHONY: help setup demo test test-unit test-integration test-infra test-e2e lint format \
-        bench bench-quota fuzz synth deploy destroy clean
+        bench bench-quota fuzz synth deploy destroy smoke clean
 
-help:
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+help: ## list the targets with what each does
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml package.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,16 +38,16 @@ demo: setup ## generate sample images and run the whole pipeline locally
 test: setup ## the full test suite (unit, integration, infra, end to end)
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
-test-unit: setup
+test-unit: setup ## unit tests only (pure functions, no sockets)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: setup
+test-integration: setup ## integration tests (moto, the local loopback servers)
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-test-infra: setup
+test-infra: setup ## CDK synth, cdk-nag and cfn-lint tests
 	$(PY) -m pytest tests/infra $(PYTEST_ARGS)
 
-test-e2e: setup
+test-e2e: setup ## end-to-end tests on the local runtime
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 lint: setup ## ruff (lint + format check) and mypy
@@ -55,14 +55,14 @@ lint: setup ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy lambdas imgcap infra app.py
 
-format: setup
+format: setup ## ruff format and ruff check --fix
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: setup ## resize/encode benchmark against the notebook's code (issue 7)
+bench: setup ## resize/encode benchmark against the notebook's code
 	$(PY) -m bench.bench_image
 
-bench-quota: setup ## caption throughput at the quota on the local runtime (issue 5)
+bench-quota: setup ## caption throughput at the quota on the local runtime
 	$(PY) -m bench.bench_quota
 
 fuzz: setup ## bounded fuzzing of the decode path (not part of make test)
@@ -75,8 +75,11 @@ synth: setup ## cdk synth offline, with cdk-nag, then cfn-lint
 deploy: setup ## cdk deploy (needs AWS credentials; see README)
 	npx cdk deploy $(STACK) $(CDK_ARGS)
 
-destroy: setup
+destroy: setup ## cdk destroy (data is retained unless deployed with destroyOnRemoval)
 	npx cdk destroy $(STACK) $(CDK_ARGS)
 
-clean:
+smoke: setup ## end-to-end check of a deployed stack: make smoke STACK=name (2 paid model calls)
+	$(VENV)/bin/imgcap smoke --stack-name $(STACK)
+
+clean: ## remove build output, demo output and tool caches
 	rm -rf cdk.out $(OUT) $(IMAGES) .pytest_cache .mypy_cache .ruff_cache build

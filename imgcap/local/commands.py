@@ -3,34 +3,54 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from imgcap.exits import EXIT_CODES_HELP, EXIT_USAGE
 from imgcap.local.faults import FaultSpecError, parse_faults
 from lambdas.shared.contract import DEFAULT_STACK_NAME
 
-EPILOG = """\
+EPILOG = (
+    """\
 Everything runs on 127.0.0.1: moto (S3, SQS, SSM), a Bedrock Converse stand-in and an event-source
 emulator that runs the real Lambda handlers in worker processes. Exit status 0 only when every
-upload reached a final state (a caption, an error record, the DLQ or the resize failure queue).
+upload reached a final state (a caption, an error record, the DLQ or the resize failure queue);
+1 when some did not; 2 for bad arguments, an --images folder that is missing or has no files, or
+an --out that is not a writable folder. --json prints summary.json's content on stdout at the end.
+--keep-running then keeps following new uploads (a progress line for new work) and OUT/logs current.
 
 --faults injects shares of model calls as faults, e.g.
   throttle=0.2,server=0.05,timeout=0.02,validation=0.01,model=0.01
 (throttles, 5xx, read timeouts, ValidationException, ModelErrorException); scripted faults such as
 "ok*2,timeout*1" fail exactly those calls; seed=N fixes the random draw.
+
 """
+    + EXIT_CODES_HELP
+)
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be >= 1")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
     if not value > 0:
         raise argparse.ArgumentTypeError("must be > 0")
     return value
@@ -53,7 +73,7 @@ def _latency(text: str) -> Any:
 
 
 def _batch_size(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if not 1 <= value <= 10:
         raise argparse.ArgumentTypeError("must be between 1 and 10")
     return value
@@ -134,20 +154,46 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--keep-running",
         action="store_true",
-        help="keep the servers up afterwards and print the endpoint environment for other commands",
+        help="keep the servers up afterwards, print the endpoint environment for other commands, and "
+        "keep showing progress for new uploads (Ctrl-C to stop)",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the run's summary as one JSON object on stdout"
     )
     parser.set_defaults(func=run)
+
+
+def check_paths(images: Path, out: Path) -> str | None:
+    """Why the run cannot start with these folders (one line), or None."""
+    if not images.exists():
+        return f"--images {images} does not exist"
+    if not images.is_dir():
+        return f"--images {images} is not a directory"
+    if not any(p.is_file() for p in images.rglob("*")):
+        return f"--images {images} has no files to upload"
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file, not a folder"
+    ancestor = out
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"--out {out}: {ancestor} is a file, not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"--out {out}: cannot write in {ancestor}"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
     from imgcap.local.options import LocalOptions, LocalRunError
     from imgcap.local.runtime import run_local
 
+    problem = check_paths(args.images, args.out)
+    if problem is not None:
+        return _fail(args, problem)
     try:
         faults = parse_faults(args.faults)
     except FaultSpecError as exc:
-        print(f"imgcap local: --faults: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, f"--faults: {exc}")
     options = LocalOptions(
         images=args.images,
         out=args.out,
@@ -170,9 +216,33 @@ def run(args: argparse.Namespace) -> int:
             "imgcap local: --faults applies to the stand-in only; ignored with --captioner bedrock",
             file=sys.stderr,
         )
+    on_summary = _print_summary if args.json else None
     try:
-        result = run_local(options)
+        result = run_local(options, on_summary=on_summary)
     except LocalRunError as exc:
-        print(f"imgcap local: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, str(exc))
+    except OSError as exc:  # OUT became unwritable, a disk filled up...
+        where = f"{exc.filename}: " if exc.filename else ""
+        return _fail(args, f"{where}{exc.strerror or exc}")
     return result.exit_code
+
+
+def _print_json(document: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    """--json: the summary as one JSON object on stdout (before --keep-running follows new work)."""
+    from imgcap.local.options import LocalResult
+
+    code = LocalResult(summary=summary, out=Path(), report=Path()).exit_code
+    _print_json({"command": "local", "ok": code == 0, "exit_code": code, **summary})
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    """One line on stderr (and with --json one JSON object on stdout); exit 2."""
+    print(f"imgcap local: {message}", file=sys.stderr)
+    if args.json:
+        _print_json({"command": "local", "ok": False, "exit_code": EXIT_USAGE, "error": message})
+    return EXIT_USAGE

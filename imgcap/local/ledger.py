@@ -86,21 +86,11 @@ class Ledger:
         cache[key] = (etag, doc)
 
     def _drain(self, queue_url: str) -> list[dict[str, Any]]:
-        """Read messages without consuming them: they stay in the queue, invisible for 12 hours."""
-        out: list[dict[str, Any]] = []
-        for _ in range(100):
-            response = self._sqs.receive_message(
-                QueueUrl=queue_url,
-                MaxNumberOfMessages=10,
-                AttributeNames=["All"],
-                VisibilityTimeout=43_200,
-                WaitTimeSeconds=0,
-            )
-            messages = response.get("Messages", [])
-            if not messages:
-                break
-            out.extend(messages)
-        return out
+        """Read messages without consuming them: they stay in the queue and visible
+        (``imgcap dlq`` and ``imgcap redrive`` still see them)."""
+        from imgcap.ops.dlq import peek_messages
+
+        return peek_messages(self._sqs, queue_url, limit=1000)
 
     def refresh(self) -> None:
         with self._lock:
@@ -116,9 +106,15 @@ class Ledger:
             doc = json_object(message.get("Body", "")) or {}
             key = doc.get("source_key")
             if isinstance(key, str):
-                # moto carries the count over to the DLQ; our own peek above added one more
+                # moto carries the count over to the DLQ; our own first peek added one more (and
+                # every later peek another: the count is taken from the first)
                 count = int((message.get("Attributes") or {}).get("ApproximateReceiveCount", 1))
-                self.dead_lettered[key] = {"etag": doc.get("source_etag"), "receive_count": max(0, count - 1)}
+                known = self.dead_lettered.get(key)
+                if known is None or known.get("etag") != doc.get("source_etag"):
+                    self.dead_lettered[key] = {
+                        "etag": doc.get("source_etag"),
+                        "receive_count": max(0, count - 1),
+                    }
         for message in self._drain(self._stack.resize_failure_queue_url):
             from lambdas.resize.events import object_refs
 

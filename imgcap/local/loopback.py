@@ -64,9 +64,14 @@ def servers(options: LocalOptions) -> Iterator[tuple[str, BedrockStandin | None]
 
 
 def keep_running(
-    say: Callable[[str], None], moto_url: str, standin: BedrockStandin | None, stack: LocalStack
+    say: Callable[[str], None],
+    moto_url: str,
+    standin: BedrockStandin | None,
+    stack: LocalStack,
+    tick: Callable[[], None] | None = None,
 ) -> None:
-    """``--keep-running``: print the endpoint environment, then wait for Ctrl-C or SIGTERM."""
+    """``--keep-running``: print the endpoint environment, then call ``tick`` every second (it
+    follows new uploads) until Ctrl-C or SIGTERM."""
     env = endpoint_environment(moto_url, standin.url if standin else None)
     lines = [f"export {k}={v}" for k, v in sorted(env.items())]
     say(
@@ -82,5 +87,7 @@ def keep_running(
     try:
         while True:
             time.sleep(1.0)
+            if tick is not None:
+                tick()
     except KeyboardInterrupt:
         say("stopping")

@@ -25,11 +25,12 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from imgcap.local.emulator import BatchVerdict, Outcome, S3EventPump, SqsEventSource
+from imgcap.local.follow import Follower
 from imgcap.local.functions import (
     CAPTION_SERVICE,
     RESIZE_SERVICE,
@@ -71,6 +72,7 @@ class _Run:
         self.standin: BedrockStandin | None = None
         self.started = time.monotonic()
         self.waited_s: float | None = None  # start to the live line's last update (the rates' window)
+        self.on_summary: Callable[[dict[str, Any]], None] | None = None  # e.g. --json printing it
 
     def say(self, text: str) -> None:
         if self.progress is not None:
@@ -100,7 +102,11 @@ def _latency_note(options: LocalOptions) -> str:
     return f" (latency {options.standin_latency.describe()})"
 
 
-def run_local(options: LocalOptions, stream: TextIO | None = None) -> LocalResult:
+def run_local(
+    options: LocalOptions,
+    stream: TextIO | None = None,
+    on_summary: Callable[[dict[str, Any]], None] | None = None,
+) -> LocalResult:
     """Run the pipeline locally on ``options.images``; write everything to ``options.out``."""
     stream = stream or sys.stderr
     if options.captioner not in ("standin", "bedrock"):
@@ -112,6 +118,7 @@ def run_local(options: LocalOptions, stream: TextIO | None = None) -> LocalResul
     options = options.resolved(len(files))
     prepare_out(options.out)
     run = _Run(options, stream)
+    run.on_summary = on_summary
     try:
         with servers(options) as (moto_url, standin):
             run.standin = standin
@@ -207,8 +214,14 @@ def _run_on_servers(
         report = write_outputs(options.out, options.images, ledger, summary, s3, stack.bucket)
         run.say(done_line(summary))
         run.say(f"summary: {(options.out / 'summary.json').resolve()}\nreport:  {report.resolve()}")
+        if run.on_summary is not None:
+            run.on_summary(summary)
         if keep:
-            keep_running(run.say, moto_url, standin, stack)
+            follower = Follower(ledger, s3, stack.bucket, run.stream)
+            try:
+                keep_running(run.say, moto_url, standin, stack, tick=follower.tick)
+            finally:
+                follower.close()
         return LocalResult(summary=summary, out=options.out, report=report)
     finally:
         _stop_event_sources(pump, source, 1.0)

@@ -73,7 +73,8 @@ class LogSink:
 
     def _file(self, name: str) -> TextIO:
         if name not in self._files:
-            self._files[name] = (self._dir / f"{name}.jsonl").open("a", encoding="utf-8")
+            # line-buffered: OUT/logs is current while a run (or --keep-running) goes on
+            self._files[name] = (self._dir / f"{name}.jsonl").open("a", encoding="utf-8", buffering=1)
         return self._files[name]
 
     def add(self, service: str, result: InvocationResult, extra: Mapping[str, Any] | None = None) -> None:

@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -25,11 +26,11 @@ from botocore.exceptions import (
     SSOError,
     TokenRetrievalError,
 )
+from botocore.loaders import Loader
 
-# Exit codes shared by every operator command.
-EXIT_OK = 0
-EXIT_FAILED = 1  # the command ran but some items failed
-EXIT_USAGE = 2  # wrong stack name, missing credentials, bad arguments: nothing was done
+from imgcap.exits import EXIT_AWS, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+__all__ = ["EXIT_AWS", "EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "AwsClients", "OpsError", "explain"]
 
 _EXPIRED = {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"}
 _REJECTED = {
@@ -70,33 +71,67 @@ def explain(exc: BaseException) -> OpsError | None:
     if isinstance(exc, OpsError):
         return exc
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return OpsError(f"no usable AWS credentials found ({exc}): {CREDENTIALS_HELP}")
+        return OpsError(f"no usable AWS credentials found ({exc}): {CREDENTIALS_HELP}", exit_code=EXIT_AWS)
     if isinstance(exc, ProfileNotFound):
-        return OpsError(f"{exc}: check AWS_PROFILE against the profiles in ~/.aws/config")
+        return OpsError(f"{exc}: check AWS_PROFILE against the profiles in ~/.aws/config", exit_code=EXIT_AWS)
     if isinstance(exc, TokenRetrievalError | SSOError | CredentialRetrievalError):
-        return OpsError(f"could not obtain AWS credentials ({exc}); refresh them: {CREDENTIALS_HELP}")
+        return OpsError(
+            f"could not obtain AWS credentials ({exc}); refresh them: {CREDENTIALS_HELP}", exit_code=EXIT_AWS
+        )
     if isinstance(exc, NoRegionError):
-        return OpsError("no AWS region configured: set AWS_REGION (or `region` in your AWS profile)")
+        return OpsError(
+            "no AWS region configured: set AWS_REGION (or `region` in your AWS profile)", exit_code=EXIT_AWS
+        )
     if isinstance(exc, ConnectionError):
-        return OpsError(f"{exc}: check the network, AWS_REGION and any AWS_ENDPOINT_URL* setting")
+        return OpsError(
+            f"{exc}: check the network, AWS_REGION and any AWS_ENDPOINT_URL* setting", exit_code=EXIT_AWS
+        )
     if isinstance(exc, ClientError):
         code = error_code(exc)
         op = exc.operation_name
         msg = str(exc.response.get("Error", {}).get("Message", "")).strip()
         if code in _EXPIRED:
             return OpsError(
-                f"AWS credentials have expired ({code} in {op}); refresh them: {CREDENTIALS_HELP}"
+                f"AWS credentials have expired ({code} in {op}); refresh them: {CREDENTIALS_HELP}",
+                exit_code=EXIT_AWS,
             )
         if code in _REJECTED:
-            return OpsError(f"AWS rejected the credentials ({code} in {op}): {CREDENTIALS_HELP}")
+            return OpsError(
+                f"AWS rejected the credentials ({code} in {op}): {CREDENTIALS_HELP}", exit_code=EXIT_AWS
+            )
         if is_access_denied(exc):
             return OpsError(
-                f"access denied for {op}: {msg or code} (check the IAM permissions of your identity)"
+                f"access denied for {op}: {msg or code} (check the IAM permissions of your identity)",
+                exit_code=EXIT_AWS,
             )
         return OpsError(f"AWS error in {op}: {code}: {msg}", exit_code=EXIT_FAILED)
     if isinstance(exc, BotoCoreError):
         return OpsError(f"AWS client error: {exc}", exit_code=EXIT_FAILED)
     return None
+
+
+_LOADER_LOCK = threading.Lock()
+_SHARED: dict[str, Loader] = {}  # "loader" -> the one model loader of this process
+
+
+def _fresh_botocore_session() -> botocore.session.Session:
+    """A new botocore session (credentials, region, endpoints read now) sharing one model loader.
+
+    Loading the service models (JSON) is most of what creating clients costs (about 1 s for the
+    four clients a command uses on a busy machine, 0.1 s with the models cached); the models do not
+    depend on the environment, so every run in a process reuses them.
+    """
+    session = botocore.session.Session()
+    with _LOADER_LOCK:
+        loader = _SHARED.get("loader")
+        if loader is None:
+            _SHARED["loader"] = session.get_component("data_loader")
+        else:
+            session.register_component("data_loader", loader)
+            # boto3 appends its own data folder to the loader's search paths for each Session
+            paths = loader.search_paths
+            paths[:] = list(dict.fromkeys(paths))
+    return session
 
 
 class AwsClients:
@@ -105,7 +140,9 @@ class AwsClients:
     def __init__(self, max_pool_connections: int = 16) -> None:
         # botocore reads AWS_DEFAULT_REGION only; AWS_REGION (what the AWS CLI v2 and the SDKs of
         # other languages read first) is honoured here too, and wins like it does there.
-        self._session = boto3.session.Session(region_name=os.environ.get("AWS_REGION") or None)
+        self._session = boto3.session.Session(
+            region_name=os.environ.get("AWS_REGION") or None, botocore_session=_fresh_botocore_session()
+        )
         self._config = Config(
             retries={"max_attempts": 5, "mode": "standard"},
             connect_timeout=5,

@@ -11,6 +11,7 @@ change. The image's bytes, content type and user metadata are kept.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,11 @@ class ReprocessResult:
     selected: list[str] = field(default_factory=list)
     triggered: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    declined: bool = False  # the operator said no at the prompt: nothing was changed
+
+
+# (number of images, where, estimated cost) -> go ahead?
+Confirm = Callable[[int, str, str], bool]
 
 
 def records_to_delete(source_key: str, etag: str, *, reencode: bool) -> list[str]:
@@ -70,6 +76,7 @@ def run(
     dry_run: bool = False,
     reencode: bool = False,
     concurrency: int = 8,
+    confirm: Confirm | None = None,
 ) -> ReprocessResult:
     clean = normalise_prefix(prefix)
     listing_prefix = keys.IMAGES_PREFIX + (f"{clean}/" if clean else "")
@@ -93,6 +100,11 @@ def run(
             f"dry run: {len(images)} image(s) under {where} would be captioned again: "
             f"{len(images)} paid model call(s), about {usd(cost)} at Nova Pro list prices (nothing changed)"
         )
+        return result
+
+    if confirm is not None and not confirm(len(images), where, usd(cost)):
+        result.declined = True
+        ctx.say(f"nothing changed: reprocessing {len(images)} image(s) under {where} was not confirmed")
         return result
 
     stamp = utc_now_iso()

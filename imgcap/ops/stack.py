@@ -16,12 +16,13 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from imgcap.ops.aws import AwsClients, OpsError, error_code, is_access_denied
+from imgcap.ops.aws import EXIT_AWS, AwsClients, OpsError, error_code, is_access_denied
 from lambdas.shared.contract import (
     OUTPUT_BUCKET,
     OUTPUT_DASHBOARD,
     OUTPUT_DLQ_URL,
     OUTPUT_QUEUE_URL,
+    OUTPUT_RESIZE_FAILURE_QUEUE,
     SSM_BUCKET_PARAM,
     SSM_DLQ_URL_PARAM,
     SSM_QUEUE_URL_PARAM,
@@ -36,6 +37,7 @@ _SOURCES: Mapping[str, tuple[str | None, str]] = {
     "queue_url": (SSM_QUEUE_URL_PARAM, OUTPUT_QUEUE_URL),
     "dlq_url": (SSM_DLQ_URL_PARAM, OUTPUT_DLQ_URL),
     "dashboard_name": (None, OUTPUT_DASHBOARD),
+    "resize_failure_queue_url": (None, OUTPUT_RESIZE_FAILURE_QUEUE),
 }
 
 
@@ -47,6 +49,7 @@ class StackRef:
     queue_url: str | None
     dlq_url: str | None
     dashboard_name: str | None = None
+    resize_failure_queue_url: str | None = None  # the resize function's async on-failure destination
     sources: tuple[str, ...] = ()  # "ssm" and/or "cloudformation"
     stack_status: str | None = None
     warnings: tuple[str, ...] = field(default=())
@@ -59,7 +62,8 @@ class StackRef:
         if not self.queue_url:
             raise OpsError(
                 f"stack '{self.name}' has no caption queue URL: neither "
-                f"{self.ssm_prefix}/{SSM_QUEUE_URL_PARAM} nor the {OUTPUT_QUEUE_URL} output exists"
+                f"{self.ssm_prefix}/{SSM_QUEUE_URL_PARAM} nor the {OUTPUT_QUEUE_URL} output exists",
+                exit_code=EXIT_AWS,
             )
         return self.queue_url
 
@@ -67,7 +71,8 @@ class StackRef:
         if not self.dlq_url:
             raise OpsError(
                 f"stack '{self.name}' has no dead-letter queue URL: neither "
-                f"{self.ssm_prefix}/{SSM_DLQ_URL_PARAM} nor the {OUTPUT_DLQ_URL} output exists"
+                f"{self.ssm_prefix}/{SSM_DLQ_URL_PARAM} nor the {OUTPUT_DLQ_URL} output exists",
+                exit_code=EXIT_AWS,
             )
         return self.dlq_url
 
@@ -110,6 +115,22 @@ def read_outputs(cloudformation: Any, stack_name: str) -> tuple[dict[str, str], 
     return outputs, str(stack.get("StackStatus", ""))
 
 
+def local_resize_failure_queue(clients: AwsClients, stack_name: str) -> str | None:
+    """The local runtime's resize failure queue (it has no CloudFormation outputs), found by its name.
+
+    Asked only when the stack has no ``ResizeFailureQueueUrl`` output; None when there is no such
+    queue or it cannot be read (a deployed stack always has the output).
+    """
+    from imgcap.local.provision import stack_names
+
+    try:
+        return str(
+            clients.sqs.get_queue_url(QueueName=stack_names(stack_name)["resize_failures"])["QueueUrl"]
+        )
+    except ClientError:
+        return None
+
+
 def resolve_stack(
     clients: AwsClients,
     stack_name: str,
@@ -135,7 +156,7 @@ def resolve_stack(
         cfn = None  # SSM alone is enough; CloudFormation is only the cross-check
 
     if not from_ssm and cfn is None:
-        raise OpsError(not_found_message(stack_name))
+        raise OpsError(not_found_message(stack_name), exit_code=EXIT_AWS)
 
     outputs, status = cfn if cfn is not None else ({}, None)
     values: dict[str, str | None] = {}
@@ -156,7 +177,8 @@ def resolve_stack(
     if not bucket:
         raise OpsError(
             f"stack '{stack_name}' has no bucket: neither /{stack_name}/{SSM_BUCKET_PARAM} "
-            f"nor the {OUTPUT_BUCKET} output exists"
+            f"nor the {OUTPUT_BUCKET} output exists",
+            exit_code=EXIT_AWS,
         )
     if warn is not None:
         for note in notes:
@@ -169,6 +191,8 @@ def resolve_stack(
         queue_url=values["queue_url"],
         dlq_url=values["dlq_url"],
         dashboard_name=values["dashboard_name"],
+        resize_failure_queue_url=values["resize_failure_queue_url"]
+        or local_resize_failure_queue(clients, stack_name),
         sources=sources,
         stack_status=status,
         warnings=tuple(notes),

@@ -1,7 +1,7 @@
 """``imgcap status``: where the pipeline stands, from the bucket and the queues.
 
 - objects (and bytes) per prefix: images/, base64_images/, captions/, errors/;
-- caption queue depth (visible / in flight / delayed) and DLQ depth;
+- caption queue depth (visible / in flight / delayed), DLQ depth and the resize failure queue's;
 - images still pending (no caption and no error record yet) and captions of an older upload;
 - the newest N error records, counted by error code;
 - tokens used (the ``usage`` of every caption record) and the estimated model cost.
@@ -94,6 +94,7 @@ class Status:
     generated_at: str
     configuration_fault: dict[str, Any] | None = None  # health/caption.json, when recent
     attention: list[str] = field(default_factory=list)  # plain sentences for the operator
+    resize_failure_queue: QueueDepth | None = None  # uploads the resize function gave up on
 
 
 def queue_depth(sqs: Any, queue_url: str) -> QueueDepth:
@@ -226,6 +227,11 @@ def collect(
         dashboard=stack.dashboard_name,
         generated_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         configuration_fault=read_configuration_fault(s3, bucket, datetime.now(UTC).timestamp()),
+        resize_failure_queue=(
+            queue_depth(ctx.clients.sqs, stack.resize_failure_queue_url)
+            if stack.resize_failure_queue_url
+            else None
+        ),
     )
     status.attention = attention_sentences(status)
     return status
@@ -292,7 +298,10 @@ def as_text(status: Status) -> str:
     lines.append(_queue_line("caption queue", status.caption_queue))
     lines.append(_queue_line("dead-letter queue", status.dead_letter_queue))
     if status.dead_letter_queue and status.dead_letter_queue.visible:
-        lines.append("  -> messages in the DLQ: inspect them, then `imgcap redrive`")
+        lines.append("  -> messages in the DLQ: inspect them with `imgcap dlq`, then `imgcap redrive`")
+    lines.append(_queue_line("resize failures", status.resize_failure_queue))
+    if status.resize_failure_queue and status.resize_failure_queue.total:
+        lines.append("  -> uploads the resize function gave up on: re-upload them or `imgcap reprocess`")
     shown = len(status.recent_errors)
     lines.append(f"errors: {status.errors_total} record(s); newest {shown} by code:")
     for code, n in status.recent_errors_by_code.items():

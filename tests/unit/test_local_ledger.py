@@ -66,12 +66,26 @@ class FakeS3:
 
 
 class FakeSqs:
+    """Visible messages per queue; a receive hides them until their visibility is set back to 0."""
+
     def __init__(self) -> None:
         self.queues: dict[str, list[dict[str, Any]]] = {"dlq": [], "failures": []}
+        self.hidden: dict[str, dict[str, Any]] = {}  # receipt handle -> (queue, message)
 
     def receive_message(self, QueueUrl: str, **_: Any) -> dict[str, Any]:
         messages, self.queues[QueueUrl] = self.queues[QueueUrl][:10], self.queues[QueueUrl][10:]
-        return {"Messages": messages}
+        out = []
+        for i, message in enumerate(messages):
+            handle = f"{QueueUrl}-{len(self.hidden)}-{i}"
+            self.hidden[handle] = {"queue": QueueUrl, "message": message}
+            out.append({"MessageId": str(id(message)), "ReceiptHandle": handle, **message})
+        return {"Messages": out}
+
+    def change_message_visibility_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        for entry in Entries:
+            held = self.hidden.pop(entry["ReceiptHandle"])
+            self.queues[held["queue"]].append(held["message"])
+        return {"Successful": [{"Id": e["Id"]} for e in Entries]}
 
 
 def upload(key: str, etag: str = "e1") -> Upload:
@@ -119,6 +133,8 @@ def test_refresh_reads_records_for_the_uploaded_etag_and_the_queues() -> None:
     }
     assert ledger.encoded == {"images/c.png"}
     assert ledger.dead_lettered["images/d.png"]["receive_count"] == 3
+    # and the DLQ message is still there, visible (a peek, not a receive that hides it for hours)
+    assert [json.loads(m["Body"])["source_key"] for m in sqs.queues["dlq"]] == ["images/d.png"]
     assert ledger.caption_for(ledger.uploads["images/c.png"]) == {
         "source": {"etag": "e1"},
         "caption": "A cat.",
