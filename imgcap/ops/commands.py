@@ -257,7 +257,13 @@ def register(subparsers: Any) -> None:
         ),
     )
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the HTML (e.g. report.html)")
-    p.add_argument("--limit", type=_positive_int, default=200, metavar="N", help="at most N entries (200)")
+    p.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help='only the first N entries by key; the page and this line then say "N of M" (default: all)',
+    )
     p.add_argument("--prefix", metavar="SUBDIR", help="only images under images/SUBDIR/")
     p.add_argument(
         "--max-image-mb",
