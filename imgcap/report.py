@@ -180,6 +180,31 @@ def _text(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
+def _preview_data(entry: ReportEntry) -> dict[str, Any]:
+    """Where an entry's image files are, and what each one is."""
+    row: dict[str, Any] = {}
+    p = entry.previews
+    if p is None:
+        return row
+    if p.thumb is not None:
+        row["th"] = p.thumb
+        if p.thumb_size:
+            row["tw"], row["thh"] = p.thumb_size
+    if p.original is not None:
+        size = f" {p.source_size[0]}x{p.source_size[1]}" if p.source_size else ""
+        row["o"] = p.original
+        row["ol"] = ("original" if p.original_is_exact else "original (scaled copy)") + size
+    if p.model is not None:
+        row["m"] = p.model
+        resize = (entry.caption or {}).get("resize")
+        if isinstance(resize, dict) and resize.get("policy"):
+            row["ml"] = (
+                f"sent to the model: {resize.get('policy')} to "
+                f"{resize.get('width')}x{resize.get('height')} (PNG as encoded)"
+            )
+    return row
+
+
 def entry_data(entry: ReportEntry) -> dict[str, Any]:
     """One entry as the page's script reads it (short names: 5,000 of these are embedded)."""
     row: dict[str, Any] = {"k": entry.source_key, "s": entry.status, "f": folder_of(entry.source_key)}
@@ -204,24 +229,7 @@ def entry_data(entry: ReportEntry) -> dict[str, Any]:
         if stage and stage != "-":
             row["stage"] = stage
         row["msg"] = _text(error.get("message")) or ""
-    p = entry.previews
-    if p is not None:
-        if p.thumb is not None:
-            row["th"] = p.thumb
-            if p.thumb_size:
-                row["tw"], row["thh"] = p.thumb_size
-        if p.original is not None:
-            size = f" {p.source_size[0]}x{p.source_size[1]}" if p.source_size else ""
-            row["o"] = p.original
-            row["ol"] = ("original" if p.original_is_exact else "original (scaled copy)") + size
-        if p.model is not None:
-            row["m"] = p.model
-            resize = (entry.caption or {}).get("resize")
-            if isinstance(resize, dict) and resize.get("policy"):
-                row["ml"] = (
-                    f"sent to the model: {resize.get('policy')} to "
-                    f"{resize.get('width')}x{resize.get('height')} (PNG as encoded)"
-                )
+    row.update(_preview_data(entry))
     return row
 
 
