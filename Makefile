@@ -16,7 +16,7 @@ STACK ?= ImageCaptioning
 PYTEST_ARGS ?=
 
 .PHONY: help setup demo test test-unit test-integration test-infra test-e2e lint format \
-        bench bench-quota fuzz synth deploy destroy smoke clean
+        bench bench-quota bench-report browser fuzz synth deploy destroy smoke clean
 
 help: ## list the targets with what each does
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -35,8 +35,19 @@ demo: setup ## generate sample images and run the whole pipeline locally
 	$(PY) -m imgcap.samples --out $(IMAGES)
 	$(VENV)/bin/imgcap local --images $(IMAGES) --out $(OUT)
 
-test: setup ## the full test suite (unit, integration, infra, end to end)
+test: setup browser ## the full test suite (unit, integration, infra, end to end)
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+# Headless Chromium for the report's browser test (tests/e2e/test_report_browser.py): Debian's
+# package, installed only when missing. Without root (a developer's machine) it says how and goes
+# on, and that test skips; under CI=true the test fails instead when there is still no browser.
+browser: ## install Debian's chromium if it is missing (for the report's browser test)
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium (apt-get)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq </dev/null >/dev/null && apt-get install -y -qq chromium </dev/null >/dev/null; \
+	else echo "chromium is missing: sudo apt-get install chromium (the browser test skips without it)"; fi
 
 test-unit: setup ## unit tests only (pure functions, no sockets)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
@@ -64,6 +75,9 @@ bench: setup ## resize/encode benchmark against the notebook's code
 
 bench-quota: setup ## caption throughput at the quota on the local runtime
 	$(PY) -m bench.bench_quota
+
+bench-report: setup browser ## report load time in headless Chromium, ~300 and 5,000 entries
+	$(PY) -m bench.bench_report
 
 fuzz: setup ## bounded fuzzing of the decode path (not part of make test)
 	$(PY) -m bench.fuzz_decode

@@ -27,7 +27,7 @@ from imgcap.local.standin import BedrockStandin
 from imgcap.local.telemetry import MetricTotals
 from imgcap.local.workers import WorkerPool
 from imgcap.ops.bucket import list_objects, read_bytes
-from imgcap.report import ReportEntry, write_report
+from imgcap.report import ReportEntry, encoded_png, write_report
 from lambdas.shared import keys
 from lambdas.shared.contract import auto_concurrency, cost_per_1000_captions, reachable_rpm
 from lambdas.shared.observability import Metric
@@ -343,6 +343,7 @@ def prepare_out(out: Path) -> None:
         shutil.rmtree(out / name, ignore_errors=True)
     for name in ("summary.json", "report.html"):
         (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "report_files", ignore_errors=True)
 
 
 def safe_target(out: Path, key: str) -> Path | None:
@@ -372,6 +373,7 @@ def write_outputs(
         entries,
         title=f"imgcap local: {images}",
         summary={k: v for k, v in summary.items() if not isinstance(v, dict | list)},
+        model_png_for=lambda key: encoded_png(read_bytes(s3, bucket, keys.encoded_key(key))),
     )
 
 
@@ -400,10 +402,6 @@ def report_entry(ledger: Ledger, upload: Upload, summary: Mapping[str, Any]) -> 
             error = {"stage": "-", "error_code": "lost", "message": "no final state and no work left for it"}
         else:
             error = {"stage": "-", "error_code": "not_final", "message": "still in flight when the run ended"}
-    data: bytes | None = None
-    if upload.size <= REPORT_IMAGE_MAX_BYTES:
-        try:
-            data = upload.path.read_bytes()
-        except OSError:
-            data = None
-    return ReportEntry(source_key=upload.key, image_bytes=data, caption=caption, error=error)
+    # The report reads the file (and the encoded copy) only while writing its image files.
+    path = upload.path if upload.size <= REPORT_IMAGE_MAX_BYTES else None
+    return ReportEntry(source_key=upload.key, image_bytes=None, caption=caption, error=error, image_path=path)

@@ -183,14 +183,13 @@ def _check_upload(args: argparse.Namespace) -> None:
         )
 
 
-def report_target(out: Path) -> Path:
-    """Where ``report --out`` writes (as ``imgcap.report.write_report`` decides): an .html/.htm
-    path itself, anything else taken for a folder that gets ``report.html``."""
-    return out if out.suffix.lower() in (".html", ".htm") else out / "report.html"
-
-
 def _check_report(args: argparse.Namespace) -> None:
-    check_output_file(report_target(Path(args.out)))
+    from imgcap.report import ReportPathError, report_path
+
+    try:
+        report_path(Path(args.out))  # the writer's own rule, checked before anything is listed
+    except ReportPathError as exc:
+        raise OpsError(f"--out: {exc}") from exc
 
 
 def _check_export(args: argparse.Namespace) -> None:
@@ -475,7 +474,13 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="where to write the HTML: a .html file, or a folder that gets report.html",
     )
-    p.add_argument("--limit", type=_positive_int, default=200, metavar="N", help="at most N entries (200)")
+    p.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help='only the first N entries by key; the page and this line then say "N of M" (default: all)',
+    )
     p.add_argument("--prefix", metavar="SUBDIR", help="only images under images/SUBDIR/")
     p.add_argument(
         "--max-image-mb",

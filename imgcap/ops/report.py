@@ -1,20 +1,21 @@
 """``imgcap report --out report.html``: the local runtime's gallery, built from a stack's bucket.
 
-Each upload under ``images/`` (sorted by key, at most ``--limit``) becomes one entry: its bytes,
-its caption record and its error record when they exist. Error records whose upload is gone
-(``source_missing``) are shown too. Each image is reduced to the report's small JPEG preview as soon
-as it is read; an upload above ``--max-image-mb`` is previewed from its 1280x720 encoded copy.
+Each upload under ``images/`` (sorted by key; all of them unless ``--limit`` asks for fewer, and
+then the page and the CLI line say "N of M") becomes one entry: its caption record and its error
+record when they exist, its upload and the encoded 1280x720 PNG the model was sent. Error records
+whose upload is gone (``source_missing``) are shown too. Each entry's images are written to the
+report's files folder as soon as they are read, so memory holds only the records; an upload above
+``--max-image-mb`` is not downloaded (its preview is made from the encoded copy).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imgcap.ops.aws import OpsError
 from imgcap.ops.bucket import (
     ObjectSummary,
     RecordUnreadable,
@@ -30,7 +31,7 @@ from imgcap.ops.upload import normalise_prefix
 from imgcap.progress import Progress
 from lambdas.shared import keys
 
-DEFAULT_LIMIT = 200
+DEFAULT_LIMIT: int | None = None  # every entry
 DEFAULT_MAX_IMAGE_MB = 40.0  # the report's own preview limit
 
 
@@ -52,28 +53,38 @@ def _optional_json(s3: Any, bucket: str, key: str | None) -> dict[str, Any] | No
 
 
 def _image_bytes(s3: Any, bucket: str, item: Selected, max_bytes: int) -> bytes | None:
+    if item.image is None or item.image.size > max_bytes:
+        return None
+    return read_bytes(s3, bucket, item.source_key)
+
+
+def _model_png(s3: Any, bucket: str, item: Selected) -> bytes | None:
+    from imgcap.report import encoded_png
+
     if item.image is None:
         return None
-    if item.image.size <= max_bytes:
-        return read_bytes(s3, bucket, item.source_key)
-    encoded = read_bytes(s3, bucket, keys.encoded_key(item.source_key))
-    if encoded is None:
-        return None
-    try:
-        return base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        return None
+    return encoded_png(read_bytes(s3, bucket, keys.encoded_key(item.source_key)))
 
 
 def select(
     images: Sequence[ObjectSummary],
     caption_keys: set[str],
     error_keys: dict[str, str],
-    limit: int,
-) -> list[Selected]:
-    """Uploads first (by key), then error records without an upload; at most ``limit``."""
+    limit: int | None = None,
+) -> tuple[list[Selected], int]:
+    """Uploads first (by key), then error records without an upload; at most ``limit`` (None: all).
+
+    Also returns how many there are in all, so a limited page can say "N of M".
+    """
+    with_upload = {keys.error_key(image.key) for image in images}
+    orphans = sorted(
+        ((e_key, source_key) for e_key, source_key in error_keys.items() if e_key not in with_upload),
+        key=lambda kv: kv[1],
+    )
+    total = len(images) + len(orphans)
+    cap = total if limit is None else max(0, limit)
     chosen: list[Selected] = []
-    for image in sorted(images, key=lambda o: o.key)[:limit]:
+    for image in sorted(images, key=lambda o: o.key)[:cap]:
         c_key, e_key = keys.caption_key(image.key), keys.error_key(image.key)
         chosen.append(
             Selected(
@@ -83,26 +94,26 @@ def select(
                 e_key if e_key in error_keys else None,
             )
         )
-    with_upload = {keys.error_key(image.key) for image in images}
-    for e_key, source_key in sorted(error_keys.items(), key=lambda kv: kv[1]):
-        if len(chosen) >= limit:
-            break
-        if e_key not in with_upload:
-            chosen.append(Selected(source_key, None, None, e_key))
-    return chosen
+    for e_key, source_key in orphans[: max(0, cap - len(chosen))]:
+        chosen.append(Selected(source_key, None, None, e_key))
+    return chosen, total
 
 
 def run(
     ctx: OpsContext,
     *,
     out: Path,
-    limit: int = DEFAULT_LIMIT,
+    limit: int | None = DEFAULT_LIMIT,
     prefix: str | None = None,
     max_image_mb: float = DEFAULT_MAX_IMAGE_MB,
     concurrency: int = 8,
 ) -> Path:
-    from imgcap.report import ReportEntry, thumbnail_jpeg, write_report
+    from imgcap.report import ReportAssets, ReportEntry, ReportPathError, report_path, write_report
 
+    try:
+        path = report_path(out)  # a bad --out fails before any listing or download
+    except ReportPathError as exc:
+        raise OpsError(f"--out {exc}") from None
     clean = normalise_prefix(prefix)
     rel_prefix = f"{clean}/" if clean else ""
     s3, bucket = ctx.clients.s3, ctx.stack.bucket
@@ -113,8 +124,14 @@ def run(
         o.key: source_key_of({}, o.key, keys.ERRORS_PREFIX, keys.ERROR_SUFFIX)
         for o in list_objects(s3, bucket, keys.ERRORS_PREFIX + rel_prefix)
     }
-    chosen = select(images, caption_keys, error_keys, max(0, limit))
+    chosen, total = select(images, caption_keys, error_keys, limit)
     max_bytes = int(max_image_mb * 1024 * 1024)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        assets = ReportAssets(path)
+        assets.prepare()
+    except OSError as exc:
+        raise OpsError(f"--out {out}: cannot write the report there ({exc.strerror or exc})") from None
 
     def load(item: Selected) -> Any:
         caption = _optional_json(s3, bucket, item.caption_key)
@@ -122,10 +139,13 @@ def run(
         source_key = item.source_key
         if item.image is None and error is not None:
             source_key = source_key_of(error, item.error_key or "", keys.ERRORS_PREFIX, keys.ERROR_SUFFIX)
-        data = _image_bytes(s3, bucket, item, max_bytes)
-        # Keep only a small preview in memory, not every full-size upload until the page is written.
-        preview = thumbnail_jpeg(data) if data else None
-        return ReportEntry(source_key=source_key, image_bytes=preview, caption=caption, error=error)
+        # The images go to their files now; memory keeps only the records.
+        previews = assets.write(
+            source_key, _image_bytes(s3, bucket, item, max_bytes), _model_png(s3, bucket, item)
+        )
+        return ReportEntry(
+            source_key=source_key, image_bytes=None, caption=caption, error=error, previews=previews
+        )
 
     entries: list[Any] = []
     failures = 0
@@ -139,32 +159,40 @@ def run(
             else:
                 entries.append(entry)
 
-    captioned = sum(1 for e in entries if e.caption is not None)
-    rejected = sum(1 for e in entries if e.error is not None)
-    # Tiles describe the bucket (under the prefix), not only the entries shown.
-    with_caption = sum(1 for o in images if keys.caption_key(o.key) in caption_keys)
-    with_error = sum(1 for o in images if keys.error_key(o.key) in error_keys)
+    captioned = sum(1 for e in entries if e.status == "captioned")
+    with_errors = sum(1 for e in entries if e.status == "failed")
+    pending = sum(1 for e in entries if e.status == "pending")
+    # Bucket-wide figures go to the page's summary block; the header counts the entries shown.
     summary = {
-        "images": len(images),
-        "captioned": with_caption,
-        "rejected": len(error_keys),
-        "pending": sum(
-            1
-            for o in images
-            if keys.caption_key(o.key) not in caption_keys and keys.error_key(o.key) not in error_keys
-        ),
-        "uploads_with_error": with_error,
-        "shown": len(entries),
         "stack": ctx.stack.name,
         "bucket": bucket,
         "region": ctx.stack.region,
+        "prefix": f"{keys.IMAGES_PREFIX}{rel_prefix}",
+        "uploads": len(images),
+        "uploads_with_caption": sum(1 for o in images if keys.caption_key(o.key) in caption_keys),
+        "error_records": len(error_keys),
+        "entries_in_bucket": total,
+        "entries_shown": len(entries),
     }
-    if len(images) > limit:
-        summary["note"] = f"first {limit} of {len(images)} images by key (raise --limit to see more)"
+    limited = len(chosen) < total
+    hints = [f"first {len(chosen)} by key (--limit {limit}; drop it to see all)"] if limited else []
+    if failures:
+        hints.append(f"{failures} could not be read (see the warnings imgcap printed)")
     where = f"s3://{bucket}/{keys.IMAGES_PREFIX}{rel_prefix}"
-    path = write_report(out, entries, title=f"Image captions: {ctx.stack.name} ({where})", summary=summary)
+    try:
+        write_report(
+            path,
+            entries,
+            title=f"Image captions: {ctx.stack.name} ({where})",
+            summary=summary,
+            total=total if limited or failures else None,
+            limit_hint="; ".join(hints) or None,
+        )
+    except (ReportPathError, OSError) as exc:
+        raise OpsError(f"--out {out}: cannot write the report ({exc})") from None
+    scope = f"{len(entries)} of {total} entries" if len(entries) < total else f"{len(entries)} entries"
     ctx.say(
-        f"wrote {path} ({len(entries)} entries: {captioned} captioned, {rejected} with errors"
+        f"wrote {path} ({scope}: {captioned} captioned, {with_errors} with errors, {pending} without a result"
         + (f", {failures} left out" if failures else "")
         + ")"
     )

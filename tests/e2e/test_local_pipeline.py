@@ -161,7 +161,9 @@ def test_report_shows_every_upload_offline(demo: tuple[Path, Run]) -> None:
 
     for sample in SAMPLES:
         assert html.escape(f"images/{sample.name}") in page, sample.name
-    assert page.count('src="data:image/jpeg;base64,') >= 10  # every captioned image has a thumbnail
+    thumbs = list((run.out / "report_files" / "thumbs").iterdir())
+    assert len(thumbs) >= 10  # every captioned image has a thumbnail file beside the page
+    assert all(f"report_files/thumbs/{t.name}" in page for t in thumbs)
     assert "corrupt_image" in page
     assert "unsupported_format" in page
     assert "http://" not in page

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from imgcap.ops.status import Status, Usage, attention_sentences
@@ -22,10 +24,12 @@ def test_given_a_truncated_caption_then_only_its_card_carries_the_badge():
         title="t",
         summary={"images": 2, "captioned": 2, "truncated": 1},
     )
-    assert page.count('class="truncated"') == 1
-    cut = page[page.index('id="images/cut.jpg"') :]
-    assert cut.index('class="truncated"') < cut.index("About images/cut.jpg")
-    assert "<b>1</b><span>truncated</span>" in page
+    data = page.split('<script type="application/json" id="entries">', 1)[1].split("</script>", 1)[0]
+    rows = {row["k"]: row for row in json.loads(data)}
+    assert rows["images/cut.jpg"].get("t") == 1  # the page's script draws the badge from this
+    assert "t" not in rows["images/whole.jpg"]
+    assert "truncated: the model stopped at maxTokens" in page
+    assert 'data-count="truncated"><b>1</b><span>truncated</span>' in page
 
 
 def test_given_truncated_captions_then_status_says_how_to_raise_max_tokens():
