@@ -186,10 +186,12 @@ def _check_upload(args: argparse.Namespace) -> None:
 def _check_report(args: argparse.Namespace) -> None:
     from imgcap.report import ReportPathError, report_path
 
+    out = Path(args.out)
+    check_output_file(out if out.suffix.lower() in (".html", ".htm") else out / "report.html")
     try:
-        report_path(Path(args.out))  # the writer's own rule, checked before anything is listed
+        report_path(out)  # and the writer's own rule (README.md, a directory named .html)
     except ReportPathError as exc:
-        raise OpsError(f"--out: {exc}") from exc
+        raise OpsError(f"--out {exc}") from exc
 
 
 def _check_export(args: argparse.Namespace) -> None:
