@@ -249,6 +249,69 @@ def describe(facts: ImageFacts) -> str:
     return " ".join(parts)
 
 
+# --- the answer: a paragraph, or the forced tool's input (caption-format structured) ------------
+
+ALT_TEXT_MAX = 125
+
+
+def alt_text_for(facts: ImageFacts) -> str:
+    """One plain sentence of at most 125 characters, from what was measured."""
+    names = [name for name, share in facts.colours if share >= 0.12][:2] or [facts.colours[0][0]]
+    framed = f", framed by {facts.bar_colour} bars" if facts.bars else ""
+    text = f"A {facts.brightness} {facts.orientation} scene in {_join(names)}{framed} (stand-in alt text)."
+    if len(text) <= ALT_TEXT_MAX:
+        return text
+    return text[: ALT_TEXT_MAX - 1].rsplit(" ", 1)[0] + "."
+
+
+def tags_for(facts: ImageFacts) -> list[str]:
+    """3-10 lowercase keywords: orientation, brightness, detail, main colours, bars, the stand-in mark."""
+    detail = {"flat": "minimal", "moderate": "textured", "busy": "detailed"}[facts.detail]
+    colours = [name for name, share in facts.colours if share >= 0.08][:4]
+    tags = [facts.orientation, facts.brightness, detail, *colours]
+    if facts.bars:
+        tags.append(facts.bars)
+    tags.append("stand-in")
+    return list(dict.fromkeys(tags))[:10]
+
+
+def structured_input(facts: ImageFacts, *, invalid: bool = False) -> dict[str, Any]:
+    """The caption tool's input; ``invalid`` (the invalid_tool fault) breaks three of its rules."""
+    if invalid:
+        return {
+            "description": describe(facts),
+            "alt_text": "Image of " + describe(facts),  # a preamble, and far over 125 characters
+            "tags": ["Stand-in"],  # one tag; at least three are required
+        }  # and text_in_image is missing
+    return {
+        "description": describe(facts),
+        "alt_text": alt_text_for(facts),
+        "tags": tags_for(facts),
+        "text_in_image": "",  # the stand-in does not read text
+    }
+
+
+def answer_content(
+    request: ConverseRequest, facts: ImageFacts, *, invalid_tool: bool = False
+) -> tuple[list[dict[str, Any]], str, int]:
+    """(message content, stopReason, output tokens) for a request; one token per word.
+
+    Over maxTokens, a text answer is cut there; a tool answer becomes its cut-off JSON as text,
+    the way a model that ran out of tokens mid-call leaves no usable tool input.
+    """
+    if request.tool_name is None:
+        words = describe(facts).split()
+        if len(words) > request.max_tokens:
+            return [{"text": " ".join(words[: request.max_tokens])}], "max_tokens", request.max_tokens
+        return [{"text": " ".join(words)}], "end_turn", len(words)
+    tool_input = structured_input(facts, invalid=invalid_tool)
+    words = json.dumps(tool_input).split()
+    if len(words) > request.max_tokens:
+        return [{"text": " ".join(words[: request.max_tokens])}], "max_tokens", request.max_tokens
+    use = {"toolUseId": f"tooluse_{uuid.uuid4().hex[:22]}", "name": request.tool_name, "input": tool_input}
+    return [{"toolUse": use}], "tool_use", len(words)
+
+
 def estimate_input_tokens(width: int, height: int, text: str) -> int:
     """About one token per 750 pixels of image plus ~1.3 per word of text (deterministic)."""
     return math.ceil(width * height / 750) + math.ceil(len(text.split()) * 1.3)
@@ -267,6 +330,8 @@ class ConverseRequest:
     images: tuple[bytes, ...]
     text: str
     max_tokens: int
+    tool_name: str | None = None  # toolConfig.toolChoice.tool.name: answer with that tool's toolUse
+    service_tier: str | None = None  # serviceTier.type, echoed in the answer as Bedrock does
 
 
 def _content(messages: list[Any], system: Any) -> tuple[list[bytes], list[str]]:
@@ -311,8 +376,25 @@ def parse_converse(model_id: str, body: bytes) -> ConverseRequest:
     if not isinstance(max_tokens, int) or not 1 <= max_tokens <= 10_000:
         raise ValidationProblem("inferenceConfig.maxTokens must be between 1 and 10000.")
     return ConverseRequest(
-        model_id=model_id, images=tuple(images), text=" ".join(texts), max_tokens=max_tokens
+        model_id=model_id,
+        images=tuple(images),
+        text=" ".join(texts),
+        max_tokens=max_tokens,
+        tool_name=forced_tool(doc),
+        service_tier=str((doc.get("serviceTier") or {}).get("type") or "") or None,
     )
+
+
+def forced_tool(doc: Mapping[str, Any]) -> str | None:
+    """The tool a request forces (``toolChoice: {tool: {name}}``), if it names one of its tools."""
+    config = doc.get("toolConfig")
+    if not isinstance(config, dict):
+        return None
+    name = ((config.get("toolChoice") or {}).get("tool") or {}).get("name")
+    tools = [((t or {}).get("toolSpec") or {}).get("name") for t in config.get("tools") or []]
+    if not isinstance(name, str) or name not in tools:
+        raise ValidationProblem("The toolChoice names a tool that is not in toolConfig.tools.")
+    return name
 
 
 # --- quota ------------------------------------------------------------------------------------
@@ -492,29 +574,24 @@ class BedrockStandin:
         except UnreadableImage as exc:
             self._count("invalid_request")
             return _Reply(400, {"message": f"The provided image is not valid: {exc}"}, "ValidationException")
-        return self._answer(request, facts)
+        return self._answer(request, facts, invalid_tool=fault is FaultKind.INVALID_TOOL)
 
     def _error(self, outcome: str) -> _Reply:
         self._count(outcome)
         status, error_type, message = _ERRORS[outcome]
         return _Reply(status, {"message": message}, error_type)
 
-    def _answer(self, request: ConverseRequest, facts: ImageFacts) -> _Reply:
+    def _answer(self, request: ConverseRequest, facts: ImageFacts, *, invalid_tool: bool = False) -> _Reply:
         started = time.monotonic()
         lo, hi = self.config.latency_s
         with self._lock:
             delay = self._rng.uniform(lo, hi) if hi > 0 else 0.0
         if delay > 0:
             self.stopping.wait(delay)
-        words = describe(facts).split()
-        stop_reason = "end_turn"
-        if len(words) > request.max_tokens:
-            words, stop_reason = words[: request.max_tokens], "max_tokens"
-        text = " ".join(words)
+        content, stop_reason, output_tokens = answer_content(request, facts, invalid_tool=invalid_tool)
         input_tokens = sum(
             estimate_input_tokens(facts.width, facts.height, "") for _ in request.images
         ) + estimate_input_tokens(0, 0, request.text)
-        output_tokens = len(words)
         sha = hashlib.sha256(request.images[0]).hexdigest()
         with self._lock:
             self._outcomes["ok"] += 1
@@ -526,7 +603,7 @@ class BedrockStandin:
         return _Reply(
             200,
             {
-                "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+                "output": {"message": {"role": "assistant", "content": content}},
                 "stopReason": stop_reason,
                 "usage": {
                     "inputTokens": input_tokens,
@@ -534,6 +611,7 @@ class BedrockStandin:
                     "totalTokens": input_tokens + output_tokens,
                 },
                 "metrics": {"latencyMs": latency_ms},
+                **({"serviceTier": {"type": request.service_tier}} if request.service_tier else {}),
             },
         )
 
