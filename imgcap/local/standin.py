@@ -258,7 +258,8 @@ def alt_text_for(facts: ImageFacts) -> str:
     """One plain sentence of at most 125 characters, from what was measured."""
     names = [name for name, share in facts.colours if share >= 0.12][:2] or [facts.colours[0][0]]
     framed = f", framed by {facts.bar_colour} bars" if facts.bars else ""
-    text = f"A {facts.brightness} {facts.orientation} scene in {_join(names)}{framed} (stand-in alt text)."
+    shape = orientation_of(facts.content_width, facts.content_height)  # the picture, not the frame
+    text = f"A {facts.brightness} {shape} scene in {_join(names)}{framed} (stand-in alt text)."
     if len(text) <= ALT_TEXT_MAX:
         return text
     return text[: ALT_TEXT_MAX - 1].rsplit(" ", 1)[0] + "."
@@ -268,7 +269,7 @@ def tags_for(facts: ImageFacts) -> list[str]:
     """3-10 lowercase keywords: orientation, brightness, detail, main colours, bars, the stand-in mark."""
     detail = {"flat": "minimal", "moderate": "textured", "busy": "detailed"}[facts.detail]
     colours = [name for name, share in facts.colours if share >= 0.08][:4]
-    tags = [facts.orientation, facts.brightness, detail, *colours]
+    tags = [orientation_of(facts.content_width, facts.content_height), facts.brightness, detail, *colours]
     if facts.bars:
         tags.append(facts.bars)
     tags.append("stand-in")
