@@ -26,7 +26,7 @@ from imgcap.local.telemetry import MetricTotals
 from imgcap.local.workers import WorkerPool
 from imgcap.ops.bucket import list_objects, read_bytes
 from imgcap.report import ReportEntry, write_report
-from lambdas.shared import keys
+from lambdas.shared import contract, keys
 from lambdas.shared.observability import Metric
 
 REPORT_IMAGE_MAX_BYTES = 40 * 1024 * 1024  # larger uploads get no thumbnail in report.html
@@ -107,6 +107,7 @@ def build_summary(
     not_final = sorted(k for k, s in states.items() if not s) + sorted(k for k, _ in upload_errors)
     ages: list[float] = []
     input_tokens = output_tokens = 0
+    cost_usd = 0.0  # each caption at its model and service tier (contract.MODEL_PRICES)
     for upload in ledger.uploads.values():
         record = ledger.caption_for(upload)
         if record is None:
@@ -114,6 +115,7 @@ def build_summary(
         usage = record.get("usage") or {}
         input_tokens += int(usage.get("input_tokens") or 0)
         output_tokens += int(usage.get("output_tokens") or 0)
+        cost_usd += contract.record_cost_usd(record) or 0.0
         start, end = parse_iso(record.get("uploaded_at")), parse_iso(record.get("captioned_at"))
         if start is not None and end is not None:
             ages.append(max(0.0, end - start))
@@ -140,6 +142,7 @@ def build_summary(
         "duplicates_avoided": int(totals.get(Metric.DUPLICATES_AVOIDED, 0)),
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
+        "estimated_cost_usd": round(cost_usd, 6),
         "elapsed_s": round(elapsed_s, 2),
         "caption_busy_s": round(busy, 2) if busy else None,
         "captions_per_minute": round(counts["captioned"] / busy * 60, 2) if busy else None,

@@ -34,6 +34,10 @@ CAPTION_COLUMNS = (
     "stop_reason",
     "captioned_at",
     "source_etag",
+    # caption-format structured (issue 15): empty for text captions; tags a JSONL array, in CSV ";"-joined
+    "alt_text",
+    "tags",
+    "text_in_image",
 )
 ERROR_COLUMNS = ("status", "stage", "error_code", "error_message")
 _PROGRESS_FROM = 200
@@ -66,6 +70,9 @@ def caption_row(record: dict[str, Any], record_key: str) -> dict[str, Any]:
         "stop_reason": record.get("stop_reason", ""),
         "captioned_at": record.get("captioned_at", ""),
         "source_etag": str(as_dict(record.get("source")).get("etag") or "").strip('"'),
+        "alt_text": record.get("alt_text", ""),
+        "tags": record.get("tags") if isinstance(record.get("tags"), list) else [],
+        "text_in_image": record.get("text_in_image", ""),
     }
 
 
@@ -92,6 +99,12 @@ def columns(include_errors: bool) -> tuple[str, ...]:
     return CAPTION_COLUMNS + (ERROR_COLUMNS if include_errors else ())
 
 
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return ";".join(str(v) for v in value) if isinstance(value, list) else value
+
+
 def write_rows(fh: TextIO, rows: Iterable[dict[str, Any]], fmt: str, include_errors: bool) -> int:
     cols = columns(include_errors)
     count = 0
@@ -99,7 +112,7 @@ def write_rows(fh: TextIO, rows: Iterable[dict[str, Any]], fmt: str, include_err
         writer = csv.DictWriter(fh, fieldnames=list(cols), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for row in rows:
-            writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in cols})
+            writer.writerow({c: _csv_cell(row.get(c)) for c in cols})
             count += 1
     else:
         for row in rows:

@@ -522,6 +522,23 @@ def model_cost_usd(
     return input_tokens / 1e6 * per_in + output_tokens / 1e6 * per_out
 
 
+def record_cost_usd(record: Mapping[str, object]) -> float | None:
+    """A caption record's estimated cost: its usage at its model's price and its service tier."""
+    usage = record.get("usage")
+    if not isinstance(usage, Mapping):
+        return None
+    tokens = [usage.get("input_tokens"), usage.get("output_tokens")]
+    if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in tokens):
+        return None
+    tier = record.get("service_tier")
+    return model_cost_usd(
+        str(record.get("model_id") or ""),
+        float(tokens[0]),  # type: ignore[arg-type]
+        float(tokens[1]),  # type: ignore[arg-type]
+        service_tier=tier if isinstance(tier, str) else "default",
+    )
+
+
 # --------------------------------------------------------------------------- structured captions (issue 15)
 
 CAPTION_TOOL_NAME = "record_image_caption"
