@@ -87,6 +87,11 @@ def test_given_the_invalid_tool_fault_then_the_answer_is_refused_and_the_next_on
     assert parse_faults("invalid_tool=0.5").shares == {FaultKind.INVALID_TOOL: 0.5}
 
 
+def _tags(s3: Any) -> dict[str, str]:
+    tag_set = s3.get_object_tagging(Bucket="tags-bucket", Key="images/a.jpg")["TagSet"]
+    return {t["Key"]: t["Value"] for t in tag_set}
+
+
 @mock_aws
 def test_given_user_tags_on_an_upload_when_tagged_twice_then_user_tags_stay_and_ours_are_replaced():
     s3 = boto3.client("s3", region_name="us-east-1")
@@ -95,14 +100,14 @@ def test_given_user_tags_on_an_upload_when_tagged_twice_then_user_tags_stay_and_
     tagger = S3ObjectTags(s3, "tags-bucket")
 
     tagger.tag("images/a.jpg", ["beach", "owner", "sea"] + [f"k{i}" for i in range(10)])
-    first = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket="tags-bucket", Key="images/a.jpg")["TagSet"]}
+    first = _tags(s3)
     assert first["owner"] == "alice"
     assert first["project"] == "p1"
     assert len(first) == 10
     assert [k for k, v in first.items() if v == OBJECT_TAG_MARK][:2] == ["beach", "sea"]
 
     tagger.tag("images/a.jpg", ["dog", "park", "grass"])
-    second = {t["Key"]: t["Value"] for t in s3.get_object_tagging(Bucket="tags-bucket", Key="images/a.jpg")["TagSet"]}
+    second = _tags(s3)
     assert second == {
         "owner": "alice",
         "project": "p1",
