@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,10 @@ def _folder_prompt(text: str) -> tuple[str, str]:
     folder = folder.strip().strip("/")
     if not sep or not folder or not prompt.strip():
         raise argparse.ArgumentTypeError("must look like FOLDER=PROMPT (FOLDER is a path below images/)")
+    if not re.fullmatch(r"[A-Za-z0-9_.\-/]+", folder):
+        raise argparse.ArgumentTypeError(
+            f"folder {folder!r}: an SSM parameter name allows only letters, digits and _ . - /"
+        )
     return folder, prompt.strip()
 
 

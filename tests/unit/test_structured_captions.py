@@ -468,3 +468,18 @@ def test_given_object_tags_not_enabled_then_nothing_is_tagged():
     _, worker, body = _setup(ToolModel(GOOD), tagger)
     assert _deliver(worker, body, 1).object_tags is None
     assert tagger.calls == []
+
+
+def test_given_captions_of_two_models_and_tiers_then_status_prices_each_at_its_own_row():
+    from imgcap.ops.status import summarise_usage
+
+    million = {"input_tokens": 1_000_000, "output_tokens": 1_000_000}
+    captions = {
+        "captions/a.json": {"model_id": "us.amazon.nova-pro-v1:0", "service_tier": "flex", "usage": million},
+        "captions/b.json": {"model_id": "us.amazon.nova-lite-v1:0", "usage": million},  # before issue 15
+        "captions/c.json": {"model_id": "some.other-model", "usage": million},  # priced as Nova Pro
+    }
+    usage = summarise_usage(captions, 0)
+    assert usage.estimated_cost_usd == pytest.approx(2.0 + 0.30 + 4.0)
+    flat = summarise_usage(captions, 0, input_price=0.001, output_price=0.001)
+    assert flat.estimated_cost_usd == pytest.approx(3 * 2.0)
