@@ -482,8 +482,8 @@ MODEL_PRICES: Mapping[str, ModelPrice] = MappingProxyType(
     }
 )
 # What each service tier costs against the standard (default) on-demand price: Flex is sold at a
-# discount, Priority at a premium (Bedrock pricing page, "Service tiers" rows: Flex 50% of the
-# standard rate, Priority 175%; read 2026-12-01, README "Costs").
+# discount, Priority at a premium (Bedrock service-tiers page); the factors are the ratios of the
+# pricing page's tiered rows, Flex half and Priority 1.75x (README "Costs" says how far checked).
 SERVICE_TIER_PRICE_FACTORS: Mapping[str, float] = MappingProxyType(
     {"default": 1.0, "flex": 0.5, "priority": 1.75}
 )
