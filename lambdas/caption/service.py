@@ -20,7 +20,10 @@ For one delivery of an ``ImageMessage``:
    faults (access, model id, refused parameters) -> batch item failure with a backed-off, jittered
    visibility (no sleeping); faults about the image and refusals -> ``errors/<path>.json``;
    success -> ``captions/<path>.json``. Both are published only while this version is still the
-   source's current one (``versions.publish``); a stale version ends as ``superseded``;
+   source's current one (``versions.publish``); a stale version ends as ``superseded``. The
+   prompt (and format) is the image's folder rule, if any (``prompts``); a structured answer that
+   does not validate is a model error: retried until ``model_error_max_attempts``, then
+   ``model_output_invalid``. With ``writeObjectTags``, the tags then go onto the upload (``tagging``);
 8. release the claim, conditionally on our own put.
 
 The claim is released on every path that gets past step 4, retryable failures included: a
