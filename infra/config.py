@@ -43,6 +43,8 @@ from lambdas.shared.contract import (
     TUNABLES,
     CaptionKnobs,
     ContractError,
+    default_allowed_model_ids,
+    parse_model_id_list,
 )
 from lambdas.shared.contract import CONNECT_TIMEOUT_S as BEDROCK_CONNECT_TIMEOUT_S
 
@@ -144,6 +146,10 @@ class StackConfig:
     input_price_per_1k: float = NOVA_PRO_INPUT_PRICE_PER_1K
     output_price_per_1k: float = NOVA_PRO_OUTPUT_PRICE_PER_1K
     caption: CaptionKnobs = field(default_factory=CaptionKnobs)
+    # issue 15: the model ids the caption role may invoke (empty: the model plus Nova Lite and Nova 2
+    # Lite on its inference-profile family) and the opt-in S3 object tags
+    allowed_model_ids: tuple[str, ...] = ()
+    write_object_tags: bool = False
 
     @property
     def ssm_prefix(self) -> str:
@@ -153,6 +159,11 @@ class StackConfig:
     @property
     def model_id(self) -> str:
         return self.tunables["model-id"]
+
+    @property
+    def allowed_models(self) -> tuple[str, ...]:
+        """What the caption role may invoke and the function accepts as ``model-id``."""
+        return self.allowed_model_ids or default_allowed_model_ids(self.model_id)
 
     @property
     def queue_visibility_timeout_s(self) -> int:
@@ -189,6 +200,8 @@ class StackConfig:
             output_price_per_1k=ctx.number(
                 "outputTokenPricePer1k", NOVA_PRO_OUTPUT_PRICE_PER_1K, lo=0, hi=1000
             ),
+            allowed_model_ids=parse_model_id_list(ctx.text("allowedModelIds", "")),
+            write_object_tags=ctx.flag("writeObjectTags", default=False),
         )
         config.validate()
         return config
@@ -220,6 +233,19 @@ class StackConfig:
         if self.dlq_retention_days <= self.queue_retention_days:
             raise ConfigurationError("the DLQ must keep messages longer than the queue")
         _validate_tunables(self.tunables)
+        _validate_allowed_models(self.model_id, self.allowed_models)
+
+
+def _validate_allowed_models(model_id: str, allowed: tuple[str, ...]) -> None:
+    """Every id must look like a model id; the configured one must be among them."""
+    for item in allowed:
+        if not _MODEL_ID_RE.match(item) or "*" in item:
+            raise ConfigurationError(f"context allowedModelIds has an entry that is not a model id: {item!r}")
+    if model_id not in allowed:
+        raise ConfigurationError(
+            f"context modelId {model_id!r} is not in context allowedModelIds ({', '.join(allowed)}): "
+            "the caption role could not invoke it. Add it to allowedModelIds, or pick one of them"
+        )
 
 
 class _Context:
@@ -306,6 +332,18 @@ def split_model_id(model_id: str) -> tuple[str | None, str]:
     if rest and head in INFERENCE_PROFILE_REGIONS:
         return head, rest
     return None, model_id
+
+
+def bedrock_invoke_resources_for(
+    model_ids: tuple[str, ...], *, partition: str, region: str, account: str
+) -> list[str]:
+    """``bedrock_invoke_resources`` of every allowed model, in order, without repeats."""
+    arns = [
+        arn
+        for model_id in model_ids
+        for arn in bedrock_invoke_resources(model_id, partition=partition, region=region, account=account)
+    ]
+    return list(dict.fromkeys(arns))
 
 
 def bedrock_invoke_resources(model_id: str, *, partition: str, region: str, account: str) -> list[str]:

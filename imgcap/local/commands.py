@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from imgcap.exits import EXIT_CODES_HELP, EXIT_USAGE
 from imgcap.local.faults import FaultSpecError, parse_faults
-from lambdas.shared.contract import DEFAULT_STACK_NAME
+from lambdas.shared.contract import CAPTION_FORMATS, DEFAULT_STACK_NAME, SERVICE_TIERS
 
 EPILOG = (
     """\
@@ -77,6 +78,18 @@ def _batch_size(text: str) -> int:
     if not 1 <= value <= 10:
         raise argparse.ArgumentTypeError("must be between 1 and 10")
     return value
+
+
+def _folder_prompt(text: str) -> tuple[str, str]:
+    folder, sep, prompt = text.partition("=")
+    folder = folder.strip().strip("/")
+    if not sep or not folder or not prompt.strip():
+        raise argparse.ArgumentTypeError("must look like FOLDER=PROMPT (FOLDER is a path below images/)")
+    if not re.fullmatch(r"[A-Za-z0-9_.\-/]+", folder):
+        raise argparse.ArgumentTypeError(
+            f"folder {folder!r}: an SSM parameter name allows only letters, digits and _ . - /"
+        )
+    return folder, prompt.strip()
 
 
 def register(subparsers: Any) -> None:
@@ -152,6 +165,27 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--prompt", help="override the prompt (SSM prompt)")
     parser.add_argument("--model-id", help="override the model id (SSM model-id)")
     parser.add_argument(
+        "--caption-format",
+        choices=CAPTION_FORMATS,
+        help="text: one paragraph; structured: description, alt text, tags, visible text "
+        "(SSM caption-format)",
+    )
+    parser.add_argument(
+        "--folder-prompt",
+        type=_folder_prompt,
+        action="append",
+        default=[],
+        metavar="FOLDER=PROMPT",
+        help="a prompt for images under images/FOLDER/ (SSM prompts/FOLDER; repeatable; {filename} and "
+        '{folder} are filled in; a JSON value {"prompt": ..., "format": ...} also sets the format)',
+    )
+    parser.add_argument("--service-tier", choices=SERVICE_TIERS, help="SSM service-tier (default: default)")
+    parser.add_argument(
+        "--write-object-tags",
+        action="store_true",
+        help="write the structured tags to the uploads as S3 object tags (-c writeObjectTags=true)",
+    )
+    parser.add_argument(
         "--keep-running",
         action="store_true",
         help="keep the servers up afterwards, print the endpoint environment for other commands, and "
@@ -210,6 +244,10 @@ def run(args: argparse.Namespace) -> int:
         prompt=args.prompt,
         model_id=args.model_id,
         keep_running=args.keep_running,
+        caption_format=args.caption_format,
+        service_tier=args.service_tier,
+        folder_prompts=tuple(args.folder_prompt),
+        write_object_tags=args.write_object_tags,
     )
     if args.captioner == "bedrock" and not faults.is_empty:
         print(

@@ -3,6 +3,7 @@
 Syntax (comma-separated, whitespace ignored)::
 
     throttle=0.2,server=0.05,timeout=0.02,validation=0.01,model=0.01   shares of calls
+    invalid_tool=0.3                                                    tool answers that do not validate
     ok*1,timeout*1                                                      a script: the next calls, in order
     seed=7                                                              the random draw's seed
 
@@ -32,6 +33,10 @@ class FaultKind(StrEnum):
     TIMEOUT = "timeout"  # hold the request past the client's read timeout
     VALIDATION = "validation"  # HTTP 400 ValidationException (permanent)
     MODEL = "model"  # HTTP 424 ModelErrorException
+    # A tool-use request (caption-format structured) answered with a toolUse block that does not
+    # validate (alt text too long with a preamble, too few tags, a missing field); a text request
+    # is answered normally.
+    INVALID_TOOL = "invalid_tool"
 
 
 # Order in which shares are laid out on [0, 1): fixed, so a seed gives the same sequence every run.
@@ -41,6 +46,7 @@ _SHARE_ORDER = (
     FaultKind.TIMEOUT,
     FaultKind.VALIDATION,
     FaultKind.MODEL,
+    FaultKind.INVALID_TOOL,  # last: adding it left the layout of the others, and seeded runs, as they were
 )
 
 

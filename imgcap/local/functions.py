@@ -135,6 +135,10 @@ def function_specs(
             log_level=LOCAL_LOG_LEVEL,
             max_concurrency=options.workers,
             knobs=caption_knobs(tuning),
+            allowed_model_ids=contract.default_allowed_model_ids(
+                options.model_id or contract.SSM_DEFAULTS["model-id"]
+            ),
+            write_object_tags=options.write_object_tags,
         ),
     )
     return resize, caption
@@ -151,6 +155,12 @@ def ssm_tunables(options: LocalOptions) -> dict[str, str]:
         values["prompt"] = options.prompt
     if options.model_id:
         values["model-id"] = options.model_id
+    if options.caption_format:
+        values["caption-format"] = options.caption_format
+    if options.service_tier:
+        values["service-tier"] = options.service_tier
+    for folder, prompt in options.folder_prompts:
+        values[f"{contract.PROMPTS_PARAM_PATH}/{folder.strip('/')}"] = prompt
     return values
 
 

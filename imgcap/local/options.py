@@ -97,6 +97,11 @@ class LocalOptions:
     settle_s: float = 20.0  # after all uploads are final, wait at most this long for queues to drain
     caption_handler: str = CAPTION_HANDLER
     resize_handler: str = RESIZE_HANDLER
+    # issue 15: SSM caption-format / service-tier, /<stack>/prompts/<folder>, the opt-in object tags
+    caption_format: str | None = None
+    service_tier: str | None = None
+    folder_prompts: tuple[tuple[str, str], ...] = ()  # (folder, prompt or JSON), as in SSM
+    write_object_tags: bool = False
 
     @property
     def expected_latency_s(self) -> float:

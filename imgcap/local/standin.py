@@ -272,6 +272,80 @@ def describe_in_detail(facts: ImageFacts, words: int) -> str:
     return " ".join(out[:words])
 
 
+# --- the answer: a paragraph, or the forced tool's input (caption-format structured) ------------
+
+ALT_TEXT_MAX = 125
+# Alt text, tags and the JSON around them: the detailed description is this much shorter in a tool
+# answer, so a structured answer of a detailed length still fits maxTokens 300.
+STRUCTURED_OVERHEAD_TOKENS = 70
+
+
+def alt_text_for(facts: ImageFacts) -> str:
+    """One plain sentence of at most 125 characters, from what was measured."""
+    names = [name for name, share in facts.colours if share >= 0.12][:2] or [facts.colours[0][0]]
+    framed = f", framed by {facts.bar_colour} bars" if facts.bars else ""
+    shape = orientation_of(facts.content_width, facts.content_height)  # the picture, not the frame
+    text = f"A {facts.brightness} {shape} scene in {_join(names)}{framed} (stand-in alt text)."
+    if len(text) <= ALT_TEXT_MAX:
+        return text
+    return text[: ALT_TEXT_MAX - 1].rsplit(" ", 1)[0] + "."
+
+
+def tags_for(facts: ImageFacts) -> list[str]:
+    """3-10 lowercase keywords: orientation, brightness, detail, main colours, bars, the stand-in mark."""
+    detail = {"flat": "minimal", "moderate": "textured", "busy": "detailed"}[facts.detail]
+    colours = [name for name, share in facts.colours if share >= 0.08][:4]
+    tags = [orientation_of(facts.content_width, facts.content_height), facts.brightness, detail, *colours]
+    if facts.bars:
+        tags.append(facts.bars)
+    tags.append("stand-in")
+    return list(dict.fromkeys(tags))[:10]
+
+
+def structured_input(
+    facts: ImageFacts, *, invalid: bool = False, description: str | None = None
+) -> dict[str, Any]:
+    """The caption tool's input; ``invalid`` (the invalid_tool fault) breaks three of its rules."""
+    description = description or describe(facts)
+    if invalid:
+        return {
+            "description": description,
+            "alt_text": "Image of " + describe(facts),  # a preamble, and far over 125 characters
+            "tags": ["Stand-in"],  # one tag; at least three are required
+        }  # and text_in_image is missing
+    return {
+        "description": description,
+        "alt_text": alt_text_for(facts),
+        "tags": tags_for(facts),
+        "text_in_image": "",  # the stand-in does not read text
+    }
+
+
+def answer_content(
+    request: ConverseRequest,
+    facts: ImageFacts,
+    *,
+    invalid_tool: bool = False,
+    description: str | None = None,
+) -> tuple[list[dict[str, Any]], str, int]:
+    """(message content, stopReason, output tokens) for a request; one token per word.
+
+    Over maxTokens, a text answer is cut there; a tool answer becomes its cut-off JSON as text,
+    the way a model that ran out of tokens mid-call leaves no usable tool input.
+    """
+    if request.tool_name is None:
+        words = (description or describe(facts)).split()
+        if len(words) > request.max_tokens:
+            return [{"text": " ".join(words[: request.max_tokens])}], "max_tokens", request.max_tokens
+        return [{"text": " ".join(words)}], "end_turn", len(words)
+    tool_input = structured_input(facts, invalid=invalid_tool, description=description)
+    words = json.dumps(tool_input).split()
+    if len(words) > request.max_tokens:
+        return [{"text": " ".join(words[: request.max_tokens])}], "max_tokens", request.max_tokens
+    use = {"toolUseId": f"tooluse_{uuid.uuid4().hex[:22]}", "name": request.tool_name, "input": tool_input}
+    return [{"toolUse": use}], "tool_use", len(words)
+
+
 def estimate_input_tokens(width: int, height: int, text: str) -> int:
     """About one token per 750 pixels of image plus ~1.3 per word of text (deterministic)."""
     return math.ceil(width * height / 750) + math.ceil(len(text.split()) * 1.3)
@@ -290,6 +364,8 @@ class ConverseRequest:
     images: tuple[bytes, ...]
     text: str
     max_tokens: int
+    tool_name: str | None = None  # toolConfig.toolChoice.tool.name: answer with that tool's toolUse
+    service_tier: str | None = None  # serviceTier.type, echoed in the answer as Bedrock does
 
 
 def _content(messages: list[Any], system: Any) -> tuple[list[bytes], list[str]]:
@@ -334,8 +410,25 @@ def parse_converse(model_id: str, body: bytes) -> ConverseRequest:
     if not isinstance(max_tokens, int) or not 1 <= max_tokens <= 10_000:
         raise ValidationProblem("inferenceConfig.maxTokens must be between 1 and 10000.")
     return ConverseRequest(
-        model_id=model_id, images=tuple(images), text=" ".join(texts), max_tokens=max_tokens
+        model_id=model_id,
+        images=tuple(images),
+        text=" ".join(texts),
+        max_tokens=max_tokens,
+        tool_name=forced_tool(doc),
+        service_tier=str((doc.get("serviceTier") or {}).get("type") or "") or None,
     )
+
+
+def forced_tool(doc: Mapping[str, Any]) -> str | None:
+    """The tool a request forces (``toolChoice: {tool: {name}}``), if it names one of its tools."""
+    config = doc.get("toolConfig")
+    if not isinstance(config, dict):
+        return None
+    name = ((config.get("toolChoice") or {}).get("tool") or {}).get("name")
+    tools = [((t or {}).get("toolSpec") or {}).get("name") for t in config.get("tools") or []]
+    if not isinstance(name, str) or name not in tools:
+        raise ValidationProblem("The toolChoice names a tool that is not in toolConfig.tools.")
+    return name
 
 
 # --- quota ------------------------------------------------------------------------------------
@@ -569,7 +662,7 @@ class BedrockStandin:
             if self.quota and token is not None:
                 self.quota.release(token)
             return self._error("throttled_tokens")
-        return self._answer(request, facts, booked)
+        return self._answer(request, facts, booked, invalid_tool=fault is FaultKind.INVALID_TOOL)
 
     @staticmethod
     def _input_tokens_of(request: ConverseRequest, facts: ImageFacts) -> int:
@@ -581,22 +674,24 @@ class BedrockStandin:
         status, error_type, message = _ERRORS[outcome]
         return _Reply(status, {"message": message}, error_type)
 
-    def _answer(self, request: ConverseRequest, facts: ImageFacts, booked: int) -> _Reply:
+    def _answer(
+        self, request: ConverseRequest, facts: ImageFacts, booked: int, *, invalid_tool: bool = False
+    ) -> _Reply:
         started = time.monotonic()
         latency = self.config.latency
         with self._lock:
             length = latency.answer_tokens(self._rng)
-        words = (describe(facts) if length is None else describe_in_detail(facts, length)).split()
-        stop_reason = "end_turn"
-        if len(words) > request.max_tokens:
-            words, stop_reason = words[: request.max_tokens], "max_tokens"
-        text = " ".join(words)
+        if length is not None and request.tool_name is not None:
+            length = max(60, length - STRUCTURED_OVERHEAD_TOKENS)  # the whole tool answer fits maxTokens
+        description = describe(facts) if length is None else describe_in_detail(facts, length)
+        content, stop_reason, output_tokens = answer_content(
+            request, facts, invalid_tool=invalid_tool, description=description
+        )
         with self._lock:
-            delay = latency.seconds(self._rng, len(words))  # the usage below is what it was drawn from
+            delay = latency.seconds(self._rng, output_tokens)  # the usage below is what it was drawn from
         if delay > 0:
             self.stopping.wait(delay)
         input_tokens = self._input_tokens_of(request, facts)
-        output_tokens = len(words)
         if self.tokens is not None:
             self.tokens.settle(booked, input_tokens + output_tokens)
         sha = hashlib.sha256(request.images[0]).hexdigest()
@@ -610,7 +705,7 @@ class BedrockStandin:
         return _Reply(
             200,
             {
-                "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
+                "output": {"message": {"role": "assistant", "content": content}},
                 "stopReason": stop_reason,
                 "usage": {
                     "inputTokens": input_tokens,
@@ -618,6 +713,7 @@ class BedrockStandin:
                     "totalTokens": input_tokens + output_tokens,
                 },
                 "metrics": {"latencyMs": latency_ms},
+                **({"serviceTier": {"type": request.service_tier}} if request.service_tier else {}),
             },
         )
 

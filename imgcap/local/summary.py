@@ -28,7 +28,7 @@ from imgcap.local.telemetry import MetricTotals
 from imgcap.local.workers import WorkerPool
 from imgcap.ops.bucket import list_objects, read_bytes
 from imgcap.report import ReportEntry, encoded_png, write_report
-from lambdas.shared import keys
+from lambdas.shared import contract, keys
 from lambdas.shared.contract import auto_concurrency, cost_per_1000_captions, reachable_rpm
 from lambdas.shared.observability import Metric
 
@@ -197,6 +197,7 @@ def build_summary(
     )
     ages: list[float] = []
     input_tokens = output_tokens = 0
+    cost_usd = 0.0  # each caption at its model and service tier (contract.MODEL_PRICES)
     for upload in ledger.uploads.values():
         record = ledger.caption_for(upload)
         if record is None:
@@ -204,6 +205,7 @@ def build_summary(
         usage = record.get("usage") or {}
         input_tokens += int(usage.get("input_tokens") or 0)
         output_tokens += int(usage.get("output_tokens") or 0)
+        cost_usd += contract.record_cost_usd(record) or 0.0
         start, end = parse_iso(record.get("uploaded_at")), parse_iso(record.get("captioned_at"))
         if start is not None and end is not None:
             ages.append(max(0.0, end - start))
@@ -236,6 +238,7 @@ def build_summary(
         "duplicates_avoided": int(totals.get(Metric.DUPLICATES_AVOIDED, 0)),
         "input_tokens": input_tokens,
         "output_tokens": output_tokens,
+        "estimated_cost_usd": round(cost_usd, 6),
         "elapsed_s": round(elapsed_s, 2),
         "waited_s": round(waited, 2),
         "steady_s": _round(rate.steady_s),

@@ -446,16 +446,18 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--input-price-per-1k",
         type=_non_negative_float,
-        default=INPUT_PRICE_PER_1K,
+        default=None,
         metavar="USD",
-        help=f"model price per 1,000 input tokens (Nova Pro list price: {INPUT_PRICE_PER_1K})",
+        help=f"a flat price per 1,000 input tokens (default: each caption's model and tier from the "
+        f"contract's price table; Nova Pro is {INPUT_PRICE_PER_1K})",
     )
     p.add_argument(
         "--output-price-per-1k",
         type=_non_negative_float,
-        default=OUTPUT_PRICE_PER_1K,
+        default=None,
         metavar="USD",
-        help=f"model price per 1,000 output tokens (Nova Pro list price: {OUTPUT_PRICE_PER_1K})",
+        help=f"a flat price per 1,000 output tokens (default: each caption's model and tier from the "
+        f"contract's price table; Nova Pro is {OUTPUT_PRICE_PER_1K})",
     )
     p.add_argument("--concurrency", type=_positive_int, default=16, metavar="N", help="parallel reads (16)")
 

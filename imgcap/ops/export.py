@@ -48,6 +48,10 @@ CAPTION_COLUMNS = (
     "captioned_at",
     "source_etag",
     "status",
+    # caption-format structured (issue 15): empty for text captions; tags a JSONL array, in CSV ";"-joined
+    "alt_text",
+    "tags",
+    "text_in_image",
 )
 ERROR_COLUMNS = ("stage", "error_code", "error_message")
 # Nested objects whose leaves keep their own names (not ``usage_input_tokens``).
@@ -94,7 +98,9 @@ def caption_row(record: dict[str, Any], record_key: str) -> dict[str, Any]:
         except keys.KeyError_:
             encoded = ""
     row.update(image_key=image_key, encoded_key=encoded, source_etag=_etag(record), status="captioned")
-    for name in ("caption", "model_id", "stop_reason", "captioned_at"):
+    if not isinstance(row.get("tags", []), list):
+        row["tags"] = []
+    for name in ("caption", "model_id", "stop_reason", "captioned_at", "alt_text", "text_in_image"):
         row.setdefault(name, "")
     return row
 
@@ -141,7 +147,9 @@ def csv_cell(value: Any) -> Any:
     """A value as a CSV cell: text a spreadsheet would evaluate gets a leading ``'``."""
     if value is None:
         return ""
-    if isinstance(value, list | dict):
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        value = ";".join(value)  # tags (caption-format structured): one cell, ";"-joined
+    elif isinstance(value, list | dict):
         value = json.dumps(value, ensure_ascii=False)
     if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
         return "'" + value

@@ -17,7 +17,6 @@ from typing import Any
 
 from imgcap.ops.bucket import ObjectSummary, list_sources, map_concurrently
 from imgcap.ops.context import OpsContext, usd
-from imgcap.ops.status import INPUT_PRICE_PER_1K, OUTPUT_PRICE_PER_1K, estimate_cost
 from imgcap.ops.upload import normalise_prefix
 from imgcap.progress import Progress
 from lambdas.shared import contract, keys
@@ -69,6 +68,18 @@ def retrigger(s3: Any, bucket: str, image: ObjectSummary, *, reencode: bool, sta
     )
 
 
+def deployed_model(ctx: OpsContext) -> tuple[str, str]:
+    """(model-id, service-tier) from the stack's SSM parameters; the contract defaults if unreadable."""
+    names = {f"{ctx.stack.ssm_prefix}/{n}": n for n in ("model-id", "service-tier")}
+    values = dict(contract.SSM_DEFAULTS)
+    try:
+        found = ctx.clients.ssm.get_parameters(Names=list(names)).get("Parameters", [])
+        values.update({names[p["Name"]]: str(p["Value"]) for p in found if p.get("Name") in names})
+    except Exception as exc:  # an estimate: fall back to the defaults rather than fail
+        ctx.warn(f"cannot read the deployed model-id/service-tier ({exc}); estimating for the defaults")
+    return values["model-id"], values["service-tier"]
+
+
 def run(
     ctx: OpsContext,
     *,
@@ -83,11 +94,9 @@ def run(
     s3, bucket = ctx.clients.s3, ctx.stack.bucket
     images = list_sources(s3, bucket, listing_prefix)
     result = ReprocessResult(selected=[o.key for o in images])
-    cost = estimate_cost(
-        TYPICAL_INPUT_TOKENS * len(images),
-        TYPICAL_OUTPUT_TOKENS * len(images),
-        INPUT_PRICE_PER_1K,
-        OUTPUT_PRICE_PER_1K,
+    model_id, tier = deployed_model(ctx)
+    cost = contract.model_cost_usd(
+        model_id, TYPICAL_INPUT_TOKENS * len(images), TYPICAL_OUTPUT_TOKENS * len(images), service_tier=tier
     )
     where = f"s3://{bucket}/{listing_prefix}"
     if not images:
@@ -98,11 +107,13 @@ def run(
             ctx.say(f"would reprocess {key}")
         ctx.say(
             f"dry run: {len(images)} image(s) under {where} would be captioned again: "
-            f"{len(images)} paid model call(s), about {usd(cost)} at Nova Pro list prices (nothing changed)"
+            f"{len(images)} paid model call(s), about "
+            + (f"{usd(cost)} at {model_id} {tier}-tier list prices" if cost is not None else "?")
+            + " (nothing changed)"
         )
         return result
 
-    if confirm is not None and not confirm(len(images), where, usd(cost)):
+    if confirm is not None and not confirm(len(images), where, usd(cost) if cost is not None else "?"):
         result.declined = True
         ctx.say(f"nothing changed: reprocessing {len(images)} image(s) under {where} was not confirmed")
         return result
@@ -126,7 +137,7 @@ def run(
     ctx.say(
         f"re-triggered {result.triggered} image(s) under {where} "
         f"({result.triggered} paid model call(s), about "
-        f"{usd(cost * result.triggered / len(images))}); failed {len(result.failures)}. "
+        f"{usd((cost or 0.0) * result.triggered / len(images))}); failed {len(result.failures)}. "
         "Watch progress with `imgcap status`."
     )
     return result

@@ -29,7 +29,8 @@ from imgcap.ops.context import OpsContext, human_bytes, usd
 from imgcap.progress import Progress
 from lambdas.shared import contract, keys
 
-# The contract's Nova Pro list prices (the dashboard's cost widget uses the same). Override with flags.
+# The contract's Nova Pro list prices: the fallback for a model the price table lacks, and the
+# default of the flags. Without flags each caption is priced at its own model and service tier.
 INPUT_PRICE_PER_1K = contract.NOVA_PRO_INPUT_PRICE_PER_1K
 OUTPUT_PRICE_PER_1K = contract.NOVA_PRO_OUTPUT_PRICE_PER_1K
 
@@ -95,6 +96,7 @@ class Status:
     configuration_fault: dict[str, Any] | None = None  # health/caption.json, when recent
     attention: list[str] = field(default_factory=list)  # plain sentences for the operator
     resize_failure_queue: QueueDepth | None = None  # uploads the resize function gave up on
+    price_basis: str = "model"  # "model": each record's model and tier (contract.MODEL_PRICES); "flat"
 
 
 def queue_depth(sqs: Any, queue_url: str) -> QueueDepth:
@@ -118,20 +120,29 @@ def estimate_cost(input_tokens: int, output_tokens: int, input_price: float, out
 
 
 def summarise_usage(
-    captions: dict[str, dict[str, Any]], unreadable: int, input_price: float, output_price: float
+    captions: dict[str, dict[str, Any]],
+    unreadable: int,
+    input_price: float | None = None,
+    output_price: float | None = None,
 ) -> Usage:
+    """Token totals and the estimated cost: flat prices when given, else each record's model and tier."""
     usage = Usage(captions_read=len(captions), unreadable=unreadable)
     by_model: Counter[str] = Counter()
+    flat = input_price is not None or output_price is not None
+    in_price = INPUT_PRICE_PER_1K if input_price is None else input_price
+    out_price = OUTPUT_PRICE_PER_1K if output_price is None else output_price
+    cost = 0.0
     for record in captions.values():
         tokens = as_dict(record.get("usage"))
-        usage.input_tokens += _int(tokens.get("input_tokens"))
-        usage.output_tokens += _int(tokens.get("output_tokens"))
+        in_tokens, out_tokens = _int(tokens.get("input_tokens")), _int(tokens.get("output_tokens"))
+        usage.input_tokens += in_tokens
+        usage.output_tokens += out_tokens
+        priced = None if flat else contract.record_cost_usd(record)
+        cost += priced if priced is not None else estimate_cost(in_tokens, out_tokens, in_price, out_price)
         by_model[str(record.get("model_id") or "unknown")] += 1
         usage.truncated += 1 if record.get("truncated") is True else 0
     usage.by_model = dict(sorted(by_model.items()))
-    usage.estimated_cost_usd = round(
-        estimate_cost(usage.input_tokens, usage.output_tokens, input_price, output_price), 6
-    )
+    usage.estimated_cost_usd = round(cost, 6)
     return usage
 
 
@@ -149,8 +160,8 @@ def collect(
     *,
     recent: int = 20,
     read_usage: bool = True,
-    input_price: float = INPUT_PRICE_PER_1K,
-    output_price: float = OUTPUT_PRICE_PER_1K,
+    input_price: float | None = None,
+    output_price: float | None = None,
     concurrency: int = 16,
 ) -> Status:
     s3, bucket = ctx.clients.s3, ctx.stack.bucket
@@ -223,7 +234,11 @@ def collect(
         recent_errors_by_code=dict(by_code.most_common()),
         recent_errors=recent_errors,
         usage=usage,
-        prices_per_1k={"input": input_price, "output": output_price},
+        prices_per_1k={
+            "input": INPUT_PRICE_PER_1K if input_price is None else input_price,
+            "output": OUTPUT_PRICE_PER_1K if output_price is None else output_price,
+        },
+        price_basis="model" if input_price is None and output_price is None else "flat",
         dashboard=stack.dashboard_name,
         generated_at=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         configuration_fault=read_configuration_fault(s3, bucket, datetime.now(UTC).timestamp()),
@@ -315,10 +330,12 @@ def as_text(status: Status) -> str:
             f"tokens: {u.input_tokens:,} input + {u.output_tokens:,} output over {u.captions_read} caption(s)"
             + (f" ({u.unreadable} unreadable)" if u.unreadable else "")
         )
-        lines.append(
-            f"estimated model cost: {usd(u.estimated_cost_usd)} "
-            f"(at ${prices['input']}/1K input, ${prices['output']}/1K output tokens)"
+        basis = (
+            f"at ${prices['input']}/1K input, ${prices['output']}/1K output tokens"
+            if status.price_basis == "flat"
+            else "at each caption's model and service-tier list price"
         )
+        lines.append(f"estimated model cost: {usd(u.estimated_cost_usd)} ({basis})")
         if u.by_model:
             lines.append("  by model: " + ", ".join(f"{m} {n}" for m, n in u.by_model.items()))
     if status.dashboard:
@@ -333,8 +350,8 @@ def run(
     as_json_output: bool = False,
     recent: int = 20,
     read_usage: bool = True,
-    input_price: float = INPUT_PRICE_PER_1K,
-    output_price: float = OUTPUT_PRICE_PER_1K,
+    input_price: float | None = None,
+    output_price: float | None = None,
     concurrency: int = 16,
 ) -> Status:
     status = collect(

@@ -26,7 +26,7 @@ from infra.config import (
     HEALTH_PREFIX,
     IMAGES_PREFIX,
     StackConfig,
-    bedrock_invoke_resources,
+    bedrock_invoke_resources_for,
 )
 from infra.constructs.configuration import Configuration
 from infra.constructs.function import PipelineFunction
@@ -68,6 +68,8 @@ class CaptionStage(Construct):
                 log_level=config.log_level,
                 max_concurrency=config.max_concurrency,
                 knobs=config.caption,
+                allowed_model_ids=config.allowed_models,
+                write_object_tags=config.write_object_tags,
             ),
         )
         self.function = pipeline_function.function
@@ -84,7 +86,9 @@ class CaptionStage(Construct):
             delete=[CLAIMS_PREFIX],
         )
         configuration.grant_read(role)
-        self._grant_bedrock(role, config.model_id)
+        self._grant_bedrock(role, config.allowed_models)
+        if config.write_object_tags:
+            self._grant_object_tags(role, storage)
         self.function.add_event_source(
             sources.SqsEventSource(
                 queue,
@@ -94,14 +98,30 @@ class CaptionStage(Construct):
             )
         )
 
-    def _grant_bedrock(self, role: iam.Role, model_id: str) -> None:
-        """bedrock:InvokeModel (what Converse needs) on the profile and the models it routes to."""
+    def _grant_bedrock(self, role: iam.Role, model_ids: tuple[str, ...]) -> None:
+        """bedrock:InvokeModel (what Converse needs) on each allowed profile and the models it routes to.
+
+        Exactly ``allowedModelIds``: the function refuses any other ``model-id`` at cold start.
+        """
         stack = Stack.of(self)
         role.add_to_principal_policy(
             iam.PolicyStatement(
                 actions=["bedrock:InvokeModel"],
-                resources=bedrock_invoke_resources(
-                    model_id, partition=stack.partition, region=stack.region, account=stack.account
+                resources=bedrock_invoke_resources_for(
+                    model_ids, partition=stack.partition, region=stack.region, account=stack.account
                 ),
+            )
+        )
+
+    @staticmethod
+    def _grant_object_tags(role: iam.Role, storage: Storage) -> None:
+        """``-c writeObjectTags=true``: read and replace the tag set of uploads, nothing else.
+
+        The images/* IAM5 finding is already acknowledged by the object read grant above.
+        """
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObjectTagging", "s3:PutObjectTagging"],
+                resources=[storage.bucket.arn_for_objects(f"{IMAGES_PREFIX}*")],
             )
         )

@@ -24,6 +24,7 @@ from lambdas.caption.capacity import has_backlog
 from lambdas.caption.model import RetryKind
 from lambdas.caption.pacing import Pacer
 from lambdas.caption.service import Batch, CaptionWorker, Delivery, Outcome, Result, source_key_of
+from lambdas.caption.tagging import S3ObjectTags
 from lambdas.shared import aws
 from lambdas.shared.observability import Metric, count, count_rejection, logger, metrics, tracer
 from lambdas.shared.settings import CaptionSettings, caption_settings
@@ -49,12 +50,17 @@ class CaptionEnvironment:
     ) -> None:
         self._make_queue = make_queue
         self._make_worker = make_worker or _new_worker
-        self._worker_key: tuple[str, float, int] | None = None
+        self._worker_key: tuple[str, float, int, bool] | None = None
         self.worker: CaptionWorker | None = None
         self.queues: dict[str, Queue] = {}
 
     def worker_for(self, settings: CaptionSettings) -> CaptionWorker:
-        key = (settings.bucket, settings.bedrock_read_timeout_s, settings.bedrock_max_attempts)
+        key = (
+            settings.bucket,
+            settings.bedrock_read_timeout_s,
+            settings.bedrock_max_attempts,
+            settings.write_object_tags,
+        )
         if self.worker is None or key != self._worker_key:
             self.worker, self._worker_key = self._make_worker(settings), key
         return self.worker
@@ -66,8 +72,10 @@ class CaptionEnvironment:
 
 
 def _new_worker(settings: CaptionSettings) -> CaptionWorker:
+    tags = S3ObjectTags(aws.client("s3"), settings.bucket) if settings.write_object_tags else None
     return CaptionWorker(
         store=S3Store(aws.client("s3"), settings.bucket),
+        object_tags=tags,
         call_model=converse_caller(settings.bedrock_read_timeout_s, settings.bedrock_max_attempts),
         pacer=Pacer(settings.pacing.worker_rpm, settings.pacing.worker_tpm),
     )
@@ -130,6 +138,12 @@ def _record_metrics(result: Result) -> None:
         count_rejection(result.error_code)
     if result.failed:
         count(Metric.DEFERRED)
+    if result.output_invalid:
+        count(Metric.MODEL_OUTPUT_INVALID)
+    if result.object_tags is True:
+        count(Metric.OBJECT_TAGS_WRITTEN)
+    elif result.object_tags is False:
+        count(Metric.OBJECT_TAGS_FAILED)
 
 
 def _log(result: Result, delivery: Delivery) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from lambdas.caption import structured
+from lambdas.caption.structured import StructuredCaption
 from lambdas.shared.config import ModelSpec
-from lambdas.shared.contract import estimate_input_tokens
+from lambdas.shared.contract import CAPTION_OUTPUT_SCHEMA, estimate_input_tokens
 from lambdas.shared.errors import ErrorCode, Rejection
 from lambdas.shared.records import RECORD_SCHEMA_VERSION, ImageMessage
 
@@ -60,7 +63,10 @@ def decode_png(encoded: bytes) -> bytes:
 
 def reserved_tokens(spec: ModelSpec) -> int:
     """What one call books against the tokens-per-minute budget: input estimate + maxTokens."""
-    return estimate_input_tokens(spec.prompt) + spec.max_tokens  # contract.estimate_input_tokens
+    prompt = spec.prompt
+    if spec.structured:  # the tool's schema travels with the request and counts as input
+        prompt += json.dumps(dict(CAPTION_OUTPUT_SCHEMA), default=dict)
+    return estimate_input_tokens(prompt) + spec.max_tokens  # contract.estimate_input_tokens
 
 
 def inference_settings(spec: ModelSpec) -> dict[str, Any]:
@@ -73,8 +79,12 @@ def inference_settings(spec: ModelSpec) -> dict[str, Any]:
 
 
 def converse_request(spec: ModelSpec, png: bytes) -> dict[str, Any]:
-    """Keyword arguments for ``bedrock-runtime.converse``: one user turn, the image then the prompt."""
-    return {
+    """Keyword arguments for ``bedrock-runtime.converse``: one user turn, the image then the prompt.
+
+    ``structured``: plus the one tool, with the tool choice forced to it. A tier other than
+    ``default`` is sent as ``serviceTier`` (``default`` is what Bedrock uses without the field).
+    """
+    request: dict[str, Any] = {
         "modelId": spec.model_id,
         "messages": [
             {
@@ -93,6 +103,11 @@ def converse_request(spec: ModelSpec, png: bytes) -> dict[str, Any]:
         # topK is not part of Converse's common inferenceConfig; Nova reads it from here.
         "additionalModelRequestFields": {"inferenceConfig": {"topK": spec.top_k}},
     }
+    if spec.structured:
+        request["toolConfig"] = structured.tool_config()
+    if spec.service_tier != "default":
+        request["serviceTier"] = {"type": spec.service_tier}
+    return request
 
 
 # --------------------------------------------------------------------------- response
@@ -106,6 +121,8 @@ class ModelAnswer:
     output_tokens: int
     total_tokens: int
     service_latency_ms: int | None  # Bedrock's own measure (``metrics.latencyMs``), if present
+    structured: StructuredCaption | None = None  # caption-format structured: the validated record
+    service_tier: str | None = None  # the tier Bedrock says served the call (``serviceTier.type``)
 
     @property
     def truncated(self) -> bool:
@@ -122,8 +139,12 @@ def usage_of(response: Mapping[str, Any]) -> tuple[int, int, int]:
     return input_tokens, output_tokens, total
 
 
-def parse_response(response: Mapping[str, Any]) -> ModelAnswer:
-    """Read the first content block that has text; refusals and empty answers are rejections."""
+def parse_response(response: Mapping[str, Any], *, structured_output: bool = False) -> ModelAnswer:
+    """Read the first content block that has text; refusals and empty answers are rejections.
+
+    ``structured_output``: read and validate the caption tool's input instead; an answer that does
+    not validate raises ``structured.InvalidStructuredOutput`` (the caller retries it like a model error).
+    """
     stop_reason = str(response.get("stopReason") or "")
     if stop_reason in REFUSAL_STOP_REASONS:
         raise Rejection(
@@ -132,6 +153,9 @@ def parse_response(response: Mapping[str, Any]) -> ModelAnswer:
             "ContentFiltered" if stop_reason == "content_filtered" else "GuardrailIntervened",
         )
     message = (response.get("output") or {}).get("message") or {}
+    if structured_output:
+        record = structured.check(structured.tool_input_of(message.get("content") or []))
+        return _answer(response, record.description, stop_reason, record)
     text = ""
     for block in message.get("content") or []:
         if isinstance(block, Mapping) and isinstance(block.get("text"), str):
@@ -143,8 +167,15 @@ def parse_response(response: Mapping[str, Any]) -> ModelAnswer:
             f"the model returned no text (stopReason {stop_reason or 'missing'})",
             "EmptyModelAnswer",
         )
+    return _answer(response, text, stop_reason, None)
+
+
+def _answer(
+    response: Mapping[str, Any], text: str, stop_reason: str, record: StructuredCaption | None
+) -> ModelAnswer:
     input_tokens, output_tokens, total = usage_of(response)
     latency = (response.get("metrics") or {}).get("latencyMs")
+    tier = (response.get("serviceTier") or {}).get("type")
     return ModelAnswer(
         text=text,
         stop_reason=stop_reason,
@@ -152,6 +183,8 @@ def parse_response(response: Mapping[str, Any]) -> ModelAnswer:
         output_tokens=output_tokens,
         total_tokens=total,
         service_latency_ms=latency if isinstance(latency, int) and not isinstance(latency, bool) else None,
+        structured=record,
+        service_tier=str(tier) if isinstance(tier, str) and tier else None,
     )
 
 
@@ -293,16 +326,22 @@ def caption_record(
 ) -> dict[str, Any]:
     """The body of ``captions/<path>.json`` (docs/schemas/caption-record.schema.json).
 
-    ``latency_ms`` is the call as the function measured it (pacing excluded, network included);
-    ``service_latency_ms`` is Bedrock's own ``metrics.latencyMs`` for the same call, as the service
-    reports it, None when the answer did not carry it. ``resize`` says how the image the model
-    saw was made (nulls for a message from a resize stage older than these fields).
+    ``caption`` is always the description, so readers of the text format keep working; the
+    structured format adds ``alt_text``, ``tags`` and ``text_in_image``. ``latency_ms`` is the
+    call as the function measured it (pacing excluded, network included); ``service_latency_ms``
+    is Bedrock's own ``metrics.latencyMs`` for the same call, as the service reports it, None when
+    the answer did not carry it. ``resize`` says how the image the model saw was made (nulls for a
+    message from a resize stage older than these fields).
     """
-    return {
+    record: dict[str, Any] = {
         "schema_version": RECORD_SCHEMA_VERSION,
         "caption": answer.text,
+        **(answer.structured.fields() if answer.structured else {}),
+        "caption_format": "structured" if answer.structured else "text",
         "model_id": spec.model_id,
+        "service_tier": answer.service_tier or spec.service_tier,
         "prompt": spec.prompt,
+        "prompt_source": spec.prompt_source,
         "inference": inference_settings(spec),
         "usage": {
             "input_tokens": answer.input_tokens,
@@ -330,6 +369,7 @@ def caption_record(
         "captioned_at": captioned_at,
         "receive_count": receive_count,
     }
+    return record
 
 
 def age_seconds(uploaded_at: str, now_epoch: float) -> float | None:

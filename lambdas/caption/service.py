@@ -20,7 +20,10 @@ For one delivery of an ``ImageMessage``:
    faults (access, model id, refused parameters) -> batch item failure with a backed-off, jittered
    visibility (no sleeping); faults about the image and refusals -> ``errors/<path>.json``;
    success -> ``captions/<path>.json``. Both are published only while this version is still the
-   source's current one (``versions.publish``); a stale version ends as ``superseded``;
+   source's current one (``versions.publish``); a stale version ends as ``superseded``. The
+   prompt (and format) is the image's folder rule, if any (``prompts``); a structured answer that
+   does not validate is a model error: retried until ``model_error_max_attempts``, then
+   ``model_output_invalid``. With ``writeObjectTags``, the tags then go onto the upload (``tagging``);
 8. release the claim, conditionally on our own put.
 
 The claim is released on every path that gets past step 4, retryable failures included: a
@@ -41,12 +44,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
-from lambdas.caption import model
+from lambdas.caption import model, prompts
 from lambdas.caption.backoff import MAX_VISIBILITY_S, requeue_soon, visibility_backoff
 from lambdas.caption.capacity import MIN_SAMPLES, Assessment, assess
 from lambdas.caption.claims import Claims
 from lambdas.caption.model import CallBudgetTooSmall, ModelCallError, RetryKind
 from lambdas.caption.pacing import CallTimeEstimate, Pacer
+from lambdas.caption.structured import InvalidStructuredOutput
+from lambdas.caption.tagging import ObjectTagger
 from lambdas.shared import keys
 from lambdas.shared.contract import CAPTION_SAFETY_MARGIN_S
 from lambdas.shared.errors import ErrorCode, Rejection
@@ -54,7 +59,7 @@ from lambdas.shared.observability import logger
 from lambdas.shared.records import ImageMessage, InvalidMessage, error_record, utc_now_iso
 from lambdas.shared.settings import CaptionSettings
 from lambdas.shared.storage import SOURCE_ETAG_META, STAGE_META, ObjectMissing, Queue, Store
-from lambdas.shared.versions import Published, Version, publish, publish_error_record
+from lambdas.shared.versions import Published, Version, is_current, publish, publish_error_record
 
 STAGE = "caption"
 # Kept free at the end of an invocation for the caption write, the claim release and the response.
@@ -108,6 +113,8 @@ class Result:
     pacing_wait_ms: float | None = None
     age_s: float | None = None  # upload -> caption written
     truncated: bool = False  # the caption stopped at maxTokens
+    output_invalid: bool = False  # a structured answer that did not validate (retried or recorded)
+    object_tags: bool | None = None  # True written, False failed, None not asked for
 
     @property
     def failed(self) -> bool:
@@ -130,6 +137,7 @@ class CaptionWorker:
         wall: Callable[[], float] = time.time,
         rand: Callable[[], float] = random.random,
         safety_margin_s: float = SAFETY_MARGIN_S,
+        object_tags: ObjectTagger | None = None,
     ) -> None:
         self.store = store
         self.call_model = call_model
@@ -140,6 +148,7 @@ class CaptionWorker:
         self.wall = wall
         self.rand = rand
         self.safety_margin_s = safety_margin_s
+        self.object_tags = object_tags  # set only when the stack enables writeObjectTags
         self._health_noted_at: float | None = None
         self._capacity_noted_at: float | None = None
 
@@ -281,7 +290,8 @@ class Batch:
         if self._has_final_error(message):
             return self._done(message, Outcome.DUPLICATE, "a caption-stage error record for this ETag exists")
 
-        w, spec = self._w, self._s.model
+        w = self._w
+        spec = prompts.spec_for_image(self._s.model, self._s.prompts, message.source_key)
         reserved = model.reserved_tokens(spec)
         allowance = self._time_for_call()
         wait = w.pacer.reserve(reserved, max_wait_s=allowance) if allowance >= 0 else None
@@ -314,9 +324,11 @@ class Batch:
             "pacing_wait_ms": waited_ms,
         }
         try:
-            answer = model.parse_response(response)
+            answer = model.parse_response(response, structured_output=spec.structured)
         except Rejection as rejection:
             return self._reject(message, rejection.code, rejection.message, rejection.error_type, **called)
+        except InvalidStructuredOutput as invalid:
+            return self._output_invalid(message, delivery, invalid, called)
 
         record = model.caption_record(
             message,
@@ -352,8 +364,57 @@ class Batch:
             f"{answer.output_tokens} output tokens, stopReason {answer.stop_reason}",
             age_s=model.age_seconds(message.uploaded_at, w.wall()),
             truncated=answer.truncated,
+            object_tags=self._write_object_tags(message, answer),
             **called,
         )
+
+    def _output_invalid(
+        self,
+        message: ImageMessage,
+        delivery: Delivery,
+        invalid: InvalidStructuredOutput,
+        called: dict[str, Any],
+    ) -> Result:
+        """Like a model error: back to the queue until the allowed attempts are used, then recorded."""
+        attempts = self._s.model_error_max_attempts
+        text = f"the model's structured answer did not validate: {invalid}"
+        if delivery.receive_count >= attempts:
+            text += f" (failed on {delivery.receive_count} of {attempts} allowed attempts)"
+            return self._reject(
+                message,
+                ErrorCode.MODEL_OUTPUT_INVALID,
+                text,
+                "InvalidStructuredOutput",
+                output_invalid=True,
+                **called,
+            )
+        visibility = self._backoff(delivery)
+        self._change_visibility(delivery, visibility)
+        return self._done(
+            message,
+            Outcome.DEFERRED,
+            text,
+            retry=RetryKind.TRANSIENT,
+            visibility_s=visibility,
+            output_invalid=True,
+            **called,
+        )
+
+    def _write_object_tags(self, message: ImageMessage, answer: model.ModelAnswer) -> bool | None:
+        """Opt-in: the structured tags onto the source object (``tagging``), best effort."""
+        tagger = self._w.object_tags
+        if tagger is None or not self._s.write_object_tags or answer.structured is None:
+            return None
+        try:
+            if not is_current(self._w.store, _version(message)):
+                return None  # a newer upload: its own caption tags it
+            tagger.tag(message.source_key, answer.structured.tags)
+        except Exception:
+            logger.warning(
+                "could not write the object tags", exc_info=True, extra={"key": message.source_key}
+            )
+            return False
+        return True
 
     def _call_failed(
         self,

@@ -7,6 +7,7 @@ the CDK app); this module turns their values into the typed specs the stages use
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -50,6 +51,14 @@ class ModelSpec:
     temperature: float = 0.3
     top_p: float = 0.1
     top_k: int = 20
+    # issue 15: "text" (the notebook's one paragraph) or "structured" (one forced tool-use call)
+    caption_format: str = "text"
+    service_tier: str = "default"  # Converse serviceTier: default | flex | priority
+    prompt_source: str = "prompt"  # the SSM parameter the prompt came from (relative to the prefix)
+
+    @property
+    def structured(self) -> bool:
+        return self.caption_format == "structured"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +116,8 @@ def model_spec_from(values: Mapping[str, str]) -> ModelSpec:
         temperature=_number(values, "temperature"),
         top_p=_number(values, "top-p"),
         top_k=int(_number(values, "top-k")),
+        caption_format=str(contract.parse_tunable("caption-format", _get(values, "caption-format"))),
+        service_tier=str(contract.parse_tunable("service-tier", _get(values, "service-tier"))),
     )
 
 
@@ -118,3 +129,59 @@ def pacing_spec_from(values: Mapping[str, str], max_concurrency: int) -> PacingS
         tokens_per_minute=_number(values, "tokens-per-minute"),
         max_concurrency=max_concurrency,
     )
+
+
+# --------------------------------------------------------------------------- prompts per folder (issue 15)
+
+
+@dataclass(frozen=True, slots=True)
+class FolderPrompt:
+    """``/<stack>/prompts/<folder>``: the prompt (and optionally the format) for images under it."""
+
+    folder: str  # the path below images/, no slash at either end: "products" or "products/shoes"
+    prompt: str  # a template: {filename} and {folder} are filled in per image
+    caption_format: str | None = None  # None: the stack's caption-format
+
+    @property
+    def source(self) -> str:
+        """The parameter name relative to the prefix, as a caption record's ``prompt_source``."""
+        return f"{contract.PROMPTS_PARAM_PATH}/{self.folder}"
+
+
+def folder_prompt_from(folder: str, raw: str) -> FolderPrompt:
+    """Plain text is the prompt; a JSON object ``{"prompt": ..., "format": ...}`` also sets the format."""
+    label = f"configuration item '{contract.PROMPTS_PARAM_PATH}/{folder}'"
+    text = str(raw).strip()
+    if not text:
+        raise ConfigError(f"{label} must not be empty")
+    if not text.startswith("{"):
+        return FolderPrompt(folder, text)
+    try:
+        document = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{label} starts with '{{' but is not a JSON object: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("prompt"), str):
+        raise ConfigError(f'{label} as JSON must be an object with a "prompt" string')
+    unknown = sorted(set(document) - {"prompt", "format"})
+    if unknown:
+        raise ConfigError(f"{label} has unknown field(s): {', '.join(unknown)} (allowed: prompt, format)")
+    prompt = document["prompt"].strip()
+    if not prompt:
+        raise ConfigError(f"{label} has an empty prompt")
+    fmt = document.get("format")
+    if fmt is not None:
+        fmt = str(contract.parse_tunable("caption-format", fmt, f"{label} format"))
+    return FolderPrompt(folder, prompt, fmt)
+
+
+def folder_prompts_from(values: Mapping[str, str]) -> tuple[FolderPrompt, ...]:
+    """Every ``prompts/<folder>`` parameter, the deepest folder first (the matching order)."""
+    prefix = contract.PROMPTS_PARAM_PATH + "/"
+    rules = []
+    for name, raw in values.items():
+        if not name.startswith(prefix):
+            continue
+        folder = name[len(prefix) :].strip("/")
+        if folder:
+            rules.append(folder_prompt_from(folder, raw))
+    return tuple(sorted(rules, key=lambda r: (-r.folder.count("/"), -len(r.folder), r.folder)))

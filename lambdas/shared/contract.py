@@ -11,7 +11,12 @@ What lives here (docs/architecture.md says where each new thing goes):
 - environment variable names and one builder per function of its environment (the stack and the
   local runtime call the same builder, a test compares them);
 - metric names (the handlers emit them, the dashboard and alarms read them);
-- stack output ids; prices and token estimates.
+- stack output ids; prices (one row per model, tier factors) and token estimates;
+- the structured caption's JSON Schema, the per-folder prompt path, the object-tag limits and the
+  default list of models the caption role may invoke.
+
+Over 500 lines on purpose: one fact, one place. Splitting it would give infra two modules to import
+from lambdas, and every part a second place to look for a shared name.
 """
 
 from __future__ import annotations
@@ -68,6 +73,10 @@ MODEL_MAX_REQUEST_BYTES = 25_000_000
 REQUEST_OVERHEAD_BYTES = 64 * 1024  # the prompt, the JSON around the image, the settings
 
 RESIZE_POLICIES = ("pad", "crop", "stretch")
+# Issue 15: one paragraph (the notebook's behaviour) or one tool-use call returning the structured
+# record (CAPTION_OUTPUT_SCHEMA below); and the Bedrock service tier each Converse call asks for.
+CAPTION_FORMATS = ("text", "structured")
+SERVICE_TIERS = ("default", "flex", "priority")
 
 TUNABLES: tuple[Tunable, ...] = (
     Tunable("model-id", "modelId", "us.amazon.nova-pro-v1:0"),
@@ -80,6 +89,9 @@ TUNABLES: tuple[Tunable, ...] = (
     Tunable("tokens-per-minute", "tokensPerMinute", "400000", "float", 1, 1_000_000_000),
     Tunable("target-size", "targetSize", "1280x720", "size", MODEL_MIN_SIDE_PX, MODEL_MAX_SIDE_PX),
     Tunable("resize-policy", "resizePolicy", "pad", "choice", choices=RESIZE_POLICIES),
+    # issue 15: structured captions and the service tier
+    Tunable("caption-format", "captionFormat", "text", "choice", choices=CAPTION_FORMATS),
+    Tunable("service-tier", "serviceTier", "default", "choice", choices=SERVICE_TIERS),
 )
 TUNABLES_BY_NAME: Mapping[str, Tunable] = MappingProxyType({t.name: t for t in TUNABLES})
 SSM_DEFAULTS: Mapping[str, str] = MappingProxyType({t.name: t.default for t in TUNABLES})
@@ -186,6 +198,9 @@ ENV_MEMORY = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"  # set by Lambda itself
 ENV_SERVICE = "POWERTOOLS_SERVICE_NAME"
 ENV_NAMESPACE = "POWERTOOLS_METRICS_NAMESPACE"
 ENV_LOG_LEVEL = "POWERTOOLS_LOG_LEVEL"
+# issue 15: the model ids the caption role may invoke (comma-separated) and the opt-in object tags
+ENV_ALLOWED_MODEL_IDS = "ALLOWED_MODEL_IDS"
+ENV_WRITE_OBJECT_TAGS = "WRITE_OBJECT_TAGS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +257,8 @@ def caption_environment(
     log_level: str,
     max_concurrency: int,
     knobs: CaptionKnobs,
+    allowed_model_ids: tuple[str, ...] = (),
+    write_object_tags: bool = False,
 ) -> dict[str, str]:
     """The caption function's environment (the stack's and the local runtime's)."""
     env = common_environment(
@@ -260,6 +277,8 @@ def caption_environment(
             ENV_BEDROCK_READ_TIMEOUT: _seconds(knobs.bedrock_read_timeout_s),
             ENV_BEDROCK_MAX_ATTEMPTS: str(knobs.bedrock_max_attempts),
             ENV_CLAIM_LEASE: _seconds(knobs.claim_lease_s),
+            ENV_ALLOWED_MODEL_IDS: ",".join(allowed_model_ids),
+            ENV_WRITE_OBJECT_TAGS: "true" if write_object_tags else "false",
         }
     )
     return env
@@ -302,6 +321,10 @@ class Metric:
     # With a backlog, C workers at the observed call time cannot reach the target rate (issue 13).
     CAPACITY_SHORTFALL = "CapacityShortfall"
     REACHABLE_RPM = "ReachableRequestsPerMinute"  # C x 60 / observed call time, with a backlog
+    # issue 15: a structured answer that did not validate (retried, then model_output_invalid)
+    MODEL_OUTPUT_INVALID = "ModelOutputInvalid"
+    OBJECT_TAGS_WRITTEN = "ObjectTagsWritten"
+    OBJECT_TAGS_FAILED = "ObjectTagsFailed"  # best effort after the caption: logged, never retried
 
 
 ERROR_CODE_DIMENSION = "ErrorCode"
@@ -333,8 +356,8 @@ OUTPUT_IDS = (
 
 # --------------------------------------------------------------------------- prices and tokens
 
-# Amazon Nova Pro on-demand list price, USD per 1,000 tokens (us-east-1, read 2026-11; README
-# "Costs"): the dashboard's cost widget and `imgcap status` use these unless overridden.
+# Amazon Nova Pro on-demand list price, USD per 1,000 tokens (the MODEL_PRICES row below): the
+# dashboard's cost widget uses these unless overridden with -c inputTokenPricePer1k=...
 NOVA_PRO_INPUT_PRICE_PER_1K = 0.0008
 NOVA_PRO_OUTPUT_PRICE_PER_1K = 0.0032
 
@@ -458,3 +481,175 @@ def cost_per_1000_captions(
         "lambda_usd": round(compute * scale, 4),
         "total_usd": round((bedrock + compute) * scale, 4),
     }
+
+
+# --------------------------------------------------------------------------- prices per model (issue 15)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """List prices of one model, USD per million tokens: on-demand and batch inference."""
+
+    name: str
+    input_per_1m: float
+    output_per_1m: float
+    batch_input_per_1m: float
+    batch_output_per_1m: float
+
+
+# Amazon Bedrock pricing page, Amazon Nova rows, us-east-1 (README "Costs" cites it with the date,
+# 2026-12-01). Keyed by the foundation-model id; a "<geo>." inference profile costs the same
+# (the price is the source Region's). Batch inference is half the on-demand price for these models.
+MODEL_PRICES: Mapping[str, ModelPrice] = MappingProxyType(
+    {
+        "amazon.nova-pro-v1:0": ModelPrice("Amazon Nova Pro", 0.80, 3.20, 0.40, 1.60),
+        "amazon.nova-lite-v1:0": ModelPrice("Amazon Nova Lite", 0.06, 0.24, 0.03, 0.12),
+        "amazon.nova-2-lite-v1:0": ModelPrice("Amazon Nova 2 Lite", 0.30, 2.50, 0.15, 1.25),
+        "amazon.nova-premier-v1:0": ModelPrice("Amazon Nova Premier", 2.50, 12.50, 1.25, 6.25),
+    }
+)
+# What each service tier costs against the standard (default) on-demand price: Flex is sold at a
+# discount, Priority at a premium (Bedrock service-tiers page); the factors are the ratios of the
+# pricing page's tiered rows, Flex half and Priority 1.75x (README "Costs" says how far checked).
+SERVICE_TIER_PRICE_FACTORS: Mapping[str, float] = MappingProxyType(
+    {"default": 1.0, "flex": 0.5, "priority": 1.75}
+)
+# Geography prefixes of system-defined inference profiles ("us.amazon.nova-pro-v1:0").
+PROFILE_GEO_PREFIXES = ("us", "eu", "apac", "us-gov", "global", "jp", "au", "ca")
+
+
+def foundation_model_of(model_id: str) -> str:
+    """``us.amazon.nova-pro-v1:0`` -> ``amazon.nova-pro-v1:0``; a foundation-model id unchanged."""
+    head, sep, rest = model_id.partition(".")
+    return rest if sep and head in PROFILE_GEO_PREFIXES else model_id
+
+
+def price_of(model_id: str) -> ModelPrice | None:
+    """The list price row for a model id or inference profile; None when the table has none."""
+    return MODEL_PRICES.get(foundation_model_of(model_id.strip()))
+
+
+def model_cost_usd(
+    model_id: str,
+    input_tokens: float,
+    output_tokens: float,
+    *,
+    service_tier: str = "default",
+    batch: bool = False,
+) -> float | None:
+    """Estimated cost of tokens on a model at a tier (None: the model is not in the price table)."""
+    price = price_of(model_id)
+    if price is None:
+        return None
+    if batch:
+        per_in, per_out = price.batch_input_per_1m, price.batch_output_per_1m
+    else:
+        factor = SERVICE_TIER_PRICE_FACTORS.get(service_tier, 1.0)
+        per_in, per_out = price.input_per_1m * factor, price.output_per_1m * factor
+    return input_tokens / 1e6 * per_in + output_tokens / 1e6 * per_out
+
+
+def record_cost_usd(record: Mapping[str, object]) -> float | None:
+    """A caption record's estimated cost: its usage at its model's price and its service tier."""
+    usage = record.get("usage")
+    if not isinstance(usage, Mapping):
+        return None
+    tokens = [usage.get("input_tokens"), usage.get("output_tokens")]
+    if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in tokens):
+        return None
+    tier = record.get("service_tier")
+    return model_cost_usd(
+        str(record.get("model_id") or ""),
+        float(tokens[0]),  # type: ignore[arg-type]
+        float(tokens[1]),  # type: ignore[arg-type]
+        service_tier=tier if isinstance(tier, str) else "default",
+    )
+
+
+# --------------------------------------------------------------------------- structured captions (issue 15)
+
+CAPTION_TOOL_NAME = "record_image_caption"
+ALT_TEXT_MAX_CHARS = 125  # what screen-reader guidance recommends for alt text
+TAGS_MIN = 3
+TAGS_MAX = 10
+TAG_MAX_CHARS = 40
+
+# The tool's input schema (Converse toolSpec.inputSchema.json) and what the caption stage validates
+# the answer against (lambdas/caption/structured.py implements exactly the keywords used here).
+CAPTION_OUTPUT_SCHEMA: Mapping[str, object] = MappingProxyType(
+    {
+        "type": "object",
+        "properties": {
+            "description": {
+                "type": "string",
+                "minLength": 1,
+                "description": "A detailed description of the image.",
+            },
+            "alt_text": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": ALT_TEXT_MAX_CHARS,
+                "description": (
+                    f"Alt text for a screen reader: one plain sentence of at most {ALT_TEXT_MAX_CHARS} "
+                    "characters, no markdown, and not starting with 'image of' or 'picture of'."
+                ),
+            },
+            "tags": {
+                "type": "array",
+                "minItems": TAGS_MIN,
+                "maxItems": TAGS_MAX,
+                "uniqueItems": True,
+                "items": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": TAG_MAX_CHARS,
+                    "pattern": r"^[^A-Z\n]+$",
+                },
+                "description": (
+                    f"{TAGS_MIN} to {TAGS_MAX} short lowercase keywords for search, most relevant first."
+                ),
+            },
+            "text_in_image": {
+                "type": "string",
+                "description": "The text visible in the image, verbatim; an empty string if there is none.",
+            },
+        },
+        "required": ["description", "alt_text", "tags", "text_in_image"],
+        "additionalProperties": False,
+    }
+)
+STRUCTURED_FIELDS = ("alt_text", "tags", "text_in_image")  # what a caption record adds in this format
+
+# Per-folder prompts: /<stack>/prompts/<folder>[/<deeper>...] (README "Prompts per folder").
+PROMPTS_PARAM_PATH = "prompts"
+
+# Opt-in S3 object tags from the structured tags (S3's own limits, S3 user guide "Object tagging").
+S3_MAX_TAGS = 10
+S3_TAG_KEY_MAX = 128
+S3_TAG_VALUE_MAX = 256
+OBJECT_TAG_MARK = "imgcap"  # the value of every tag the pipeline writes: how it knows its own
+
+
+# --------------------------------------------------------------------------- allowed models (issue 15)
+
+NOVA_LITE_MODEL = "amazon.nova-lite-v1:0"
+NOVA_2_LITE_MODEL = "amazon.nova-2-lite-v1:0"
+
+
+def default_allowed_model_ids(model_id: str) -> tuple[str, ...]:
+    """The configured model plus Nova Lite and Nova 2 Lite on the same inference-profile family.
+
+    ``us.amazon.nova-pro-v1:0`` -> itself, ``us.amazon.nova-lite-v1:0``, ``us.amazon.nova-2-lite-v1:0``.
+    A foundation-model id (no geography prefix) gets Nova Lite only: Nova 2 Lite has no in-Region
+    endpoint, it is served through inference profiles (Nova 2 user guide, "Core inference").
+    """
+    head, sep, _ = model_id.partition(".")
+    geo = head if sep and head in PROFILE_GEO_PREFIXES else None
+    extra = [NOVA_LITE_MODEL, NOVA_2_LITE_MODEL] if geo else [NOVA_LITE_MODEL]
+    ids = [model_id, *(f"{geo}.{m}" if geo else m for m in extra)]
+    return tuple(dict.fromkeys(ids))
+
+
+def parse_model_id_list(raw: str) -> tuple[str, ...]:
+    """``a, b ,c`` -> ("a", "b", "c"); empty items dropped, order kept, duplicates removed."""
+    return tuple(dict.fromkeys(item.strip() for item in str(raw or "").split(",") if item.strip()))

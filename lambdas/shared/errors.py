@@ -23,6 +23,8 @@ class ErrorCode(StrEnum):
     ENCODED_INVALID = "encoded_invalid"  # base64 object empty or not base64
     MODEL_REJECTED = "model_rejected"  # a ValidationException about the image, content filtered
     MODEL_ERROR = "model_error"  # ModelErrorException after the allowed tries, or an empty answer
+    # caption-format structured: the tool answer did not validate, on every allowed try
+    MODEL_OUTPUT_INVALID = "model_output_invalid"
 
 
 class Rejection(Exception):

@@ -16,14 +16,17 @@ from functools import lru_cache
 from lambdas.shared.config import (
     SSM_DEFAULTS,
     ConfigError,
+    FolderPrompt,
     ImageSpec,
     ModelSpec,
     PacingSpec,
+    folder_prompts_from,
     image_spec_from,
     model_spec_from,
     pacing_spec_from,
 )
 from lambdas.shared.contract import (
+    ENV_ALLOWED_MODEL_IDS,
     ENV_BACKOFF_BASE,
     ENV_BACKOFF_MAX,
     ENV_BEDROCK_MAX_ATTEMPTS,
@@ -36,7 +39,9 @@ from lambdas.shared.contract import (
     ENV_QUEUE_URL,
     ENV_SSM_MAX_AGE,
     ENV_SSM_PREFIX,
+    ENV_WRITE_OBJECT_TAGS,
     CaptionKnobs,
+    parse_model_id_list,
 )
 
 _KNOBS = CaptionKnobs()  # the stack's defaults, also when a variable is unset
@@ -56,6 +61,8 @@ class EnvSettings:
     bedrock_read_timeout_s: float
     bedrock_max_attempts: int
     claim_lease_s: float
+    allowed_model_ids: tuple[str, ...] = ()  # empty: not restricted (the stack always sets it)
+    write_object_tags: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +83,8 @@ class CaptionSettings:
     bedrock_read_timeout_s: float
     bedrock_max_attempts: int
     claim_lease_s: float
+    prompts: tuple[FolderPrompt, ...] = ()  # /<stack>/prompts/<folder>, deepest first
+    write_object_tags: bool = False
 
 
 def _require(env: Mapping[str, str], name: str) -> str:
@@ -122,7 +131,33 @@ def env_settings_from(env: Mapping[str, str]) -> EnvSettings:
             _env_number(env, ENV_BEDROCK_MAX_ATTEMPTS, _KNOBS.bedrock_max_attempts, 1, 10)
         ),
         claim_lease_s=_env_number(env, ENV_CLAIM_LEASE, _KNOBS.claim_lease_s, 1, 43_200),
+        allowed_model_ids=parse_model_id_list(env.get(ENV_ALLOWED_MODEL_IDS, "")),
+        write_object_tags=_env_flag(env, ENV_WRITE_OBJECT_TAGS),
     )
+
+
+def _env_flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "false", "0", "no"):
+        return False
+    if raw in ("true", "1", "yes"):
+        return True
+    raise ConfigError(f"environment variable {name} must be true or false, got {raw!r}")
+
+
+def check_model_allowed(model: ModelSpec, allowed: tuple[str, ...]) -> None:
+    """Refuse a model id the caption role may not invoke, naming the list and how to widen it.
+
+    Checked whenever settings are read (the first invocation, and again after an SSM change is
+    picked up), so a model-id outside the list fails fast with this message instead of every call
+    failing later with AccessDenied.
+    """
+    if allowed and model.model_id not in allowed:
+        raise ConfigError(
+            f"configuration item 'model-id' is {model.model_id!r}, which the caption function may not "
+            f"invoke: its role allows only {', '.join(allowed)} ({ENV_ALLOWED_MODEL_IDS}). Set "
+            f"model-id to one of them, or redeploy with -c allowedModelIds=... including it"
+        )
 
 
 @lru_cache(maxsize=1)
@@ -161,9 +196,11 @@ def resize_settings() -> ResizeSettings:
 def caption_settings() -> CaptionSettings:
     env = env_settings()
     values = ssm_values(env.ssm_prefix, env.ssm_max_age_s)
+    model = model_spec_from(values)
+    check_model_allowed(model, env.allowed_model_ids)
     return CaptionSettings(
         bucket=env.bucket,
-        model=model_spec_from(values),
+        model=model,
         pacing=pacing_spec_from(values, env.max_concurrency),
         backoff_base_s=env.backoff_base_s,
         backoff_max_s=env.backoff_max_s,
@@ -171,4 +208,6 @@ def caption_settings() -> CaptionSettings:
         bedrock_read_timeout_s=env.bedrock_read_timeout_s,
         bedrock_max_attempts=env.bedrock_max_attempts,
         claim_lease_s=env.claim_lease_s,
+        prompts=folder_prompts_from(values),
+        write_object_tags=env.write_object_tags,
     )

@@ -25,6 +25,7 @@ from infra.config import (
     ConfigurationError,
     StackConfig,
     bedrock_invoke_resources,
+    bedrock_invoke_resources_for,
 )
 
 pytestmark = pytest.mark.infra
@@ -39,6 +40,9 @@ ALT_CONTEXT = {
     "prompt": "Describe the picture in one sentence.",
     "queueAgeAlarmSeconds": "600",
     "resizeReservedConcurrency": "7",
+    # issue 15: an explicit allowed list (the eu profile plus Nova Premier) and object tags on
+    "allowedModelIds": "eu.amazon.nova-pro-v1:0, eu.amazon.nova-premier-v1:0",
+    "writeObjectTags": "true",
 }
 
 
@@ -492,33 +496,110 @@ def test_given_each_role_then_ssm_reads_are_scoped_to_the_stack_prefix(synth):
         assert [r.split(":parameter")[1] for r in resources] == ["/ImageCaptioning", "/ImageCaptioning/*"]
 
 
-def test_given_the_caption_role_then_bedrock_invoke_is_limited_to_the_us_profile_and_its_models(synth):
+def _bedrock_resources(template: Synth) -> set[str]:
     statements = [
         s
-        for s in synth.role_statements("Caption")
+        for s in template.role_statements("Caption")
         if any(a.startswith("bedrock:") for a in _as_list(s["Action"]))
     ]
     (statement,) = statements
     assert statement["Action"] == "bedrock:InvokeModel"
-    resources = sorted(_joined(r) for r in statement["Resource"])
-    assert resources == sorted(
-        [
-            "arn:${AWS::Partition}:bedrock:${AWS::Region}:${AWS::AccountId}:inference-profile/us.amazon.nova-pro-v1:0",
-            "arn:${AWS::Partition}:bedrock:us-east-1::foundation-model/amazon.nova-pro-v1:0",
-            "arn:${AWS::Partition}:bedrock:us-east-2::foundation-model/amazon.nova-pro-v1:0",
-            "arn:${AWS::Partition}:bedrock:us-west-2::foundation-model/amazon.nova-pro-v1:0",
-        ]
+    return {_joined(r) for r in statement["Resource"]}
+
+
+def _tokens_arns(model_ids: tuple[str, ...]) -> set[str]:
+    return set(
+        bedrock_invoke_resources_for(
+            model_ids, partition="${AWS::Partition}", region="${AWS::Region}", account="${AWS::AccountId}"
+        )
     )
+
+
+def test_given_the_default_allowed_models_then_bedrock_invoke_covers_exactly_them(synth):
+    # Given no allowedModelIds: the model plus Nova Lite and Nova 2 Lite on the us profile family
+    resources = _bedrock_resources(synth)
+    assert resources == _tokens_arns(
+        ("us.amazon.nova-pro-v1:0", "us.amazon.nova-lite-v1:0", "us.amazon.nova-2-lite-v1:0")
+    )
+    for model in ("nova-pro-v1:0", "nova-lite-v1:0", "nova-2-lite-v1:0"):
+        assert (
+            f"arn:${{AWS::Partition}}:bedrock:${{AWS::Region}}:${{AWS::AccountId}}:inference-profile/us.amazon.{model}"
+            in resources
+        )
+        for region in INFERENCE_PROFILE_REGIONS["us"]:
+            assert f"arn:${{AWS::Partition}}:bedrock:{region}::foundation-model/amazon.{model}" in resources
+    assert len(resources) == 3 * (1 + len(INFERENCE_PROFILE_REGIONS["us"]))
     assert not [s for s in synth.role_statements("Resize") if "bedrock" in json.dumps(s["Action"])]
+    variables = synth.function("Caption")[1]["Properties"]["Environment"]["Variables"]
+    assert variables["ALLOWED_MODEL_IDS"] == (
+        "us.amazon.nova-pro-v1:0,us.amazon.nova-lite-v1:0,us.amazon.nova-2-lite-v1:0"
+    )
 
 
-def test_given_an_eu_model_in_context_then_bedrock_invoke_covers_the_eu_source_regions(alt_synth):
-    (statement,) = [s for s in alt_synth.role_statements("Caption") if s["Action"] == "bedrock:InvokeModel"]
-    resources = {_joined(r) for r in statement["Resource"]}
-    assert len(resources) == 1 + len(INFERENCE_PROFILE_REGIONS["eu"])
-    assert any(r.endswith(":inference-profile/eu.amazon.nova-pro-v1:0") for r in resources)
+def test_given_allowed_model_ids_in_context_then_bedrock_invoke_covers_exactly_that_list(alt_synth):
+    resources = _bedrock_resources(alt_synth)
+    assert resources == _tokens_arns(("eu.amazon.nova-pro-v1:0", "eu.amazon.nova-premier-v1:0"))
+    assert not any("nova-lite" in r for r in resources)
     for region in INFERENCE_PROFILE_REGIONS["eu"]:
         assert f"arn:${{AWS::Partition}}:bedrock:{region}::foundation-model/amazon.nova-pro-v1:0" in resources
+        assert (
+            f"arn:${{AWS::Partition}}:bedrock:{region}::foundation-model/amazon.nova-premier-v1:0"
+            in resources
+        )
+    variables = alt_synth.function("Caption")[1]["Properties"]["Environment"]["Variables"]
+    assert variables["ALLOWED_MODEL_IDS"] == "eu.amazon.nova-pro-v1:0,eu.amazon.nova-premier-v1:0"
+
+
+def _tagging_statements(template: Synth) -> list[dict[str, Any]]:
+    return [
+        s
+        for s in template.role_statements("Caption")
+        if any("ObjectTagging" in a for a in _as_list(s["Action"]))
+    ]
+
+
+def test_given_object_tags_off_by_default_then_no_role_may_read_or_write_object_tags(synth):
+    assert _tagging_statements(synth) == []
+    for stage in ("Resize", "Caption"):
+        assert "Tagging" not in json.dumps([s["Action"] for s in synth.role_statements(stage)])
+    assert (
+        synth.function("Caption")[1]["Properties"]["Environment"]["Variables"]["WRITE_OBJECT_TAGS"] == "false"
+    )
+
+
+def test_given_write_object_tags_then_the_caption_role_may_tag_uploads_only(alt_synth):
+    (statement,) = _tagging_statements(alt_synth)
+    assert sorted(_as_list(statement["Action"])) == ["s3:GetObjectTagging", "s3:PutObjectTagging"]
+    (resource,) = _as_list(statement["Resource"])
+    assert _joined(resource).endswith("/images/*")
+    assert not [s for s in alt_synth.role_statements("Resize") if "Tagging" in json.dumps(s["Action"])]
+    assert (
+        alt_synth.function("Caption")[1]["Properties"]["Environment"]["Variables"]["WRITE_OBJECT_TAGS"]
+        == "true"
+    )
+
+
+def test_given_a_model_outside_allowed_model_ids_then_synth_fails_naming_both():
+    context = {"modelId": "us.amazon.nova-premier-v1:0", "allowedModelIds": "us.amazon.nova-pro-v1:0"}
+    with pytest.raises(
+        ConfigurationError,
+        match=r"modelId 'us.amazon.nova-premier-v1:0' is not in context allowedModelIds \(us.amazon.nova-pro",
+    ):
+        StackConfig.from_context(context.get)
+    with pytest.raises(ConfigurationError, match="not a model id"):
+        StackConfig.from_context({"allowedModelIds": "us.amazon.nova-pro-v1:0, arn:*"}.get)
+
+
+def test_given_an_app_synth_with_a_model_outside_the_list_then_it_exits_with_the_message(tmp_path):
+    from infra import build_app
+
+    context = {
+        **SKIP_BUNDLING,
+        "modelId": "eu.amazon.nova-lite-v1:0",
+        "allowedModelIds": "eu.amazon.nova-pro-v1:0",
+    }
+    with pytest.raises(ConfigurationError, match="the caption role could not invoke it"):
+        build_app(context, outdir=str(tmp_path)).synth()
 
 
 # --- configuration --------------------------------------------------------------------------
