@@ -16,6 +16,7 @@ from moto import mock_aws
 from PIL import Image, ImageDraw
 
 from imgcap.local.faults import FaultKind, parse_faults
+from imgcap.local.latency import StandinLatency
 from imgcap.local.standin import BedrockStandin, StandinConfig
 from lambdas.caption import model
 from lambdas.caption.structured import InvalidStructuredOutput
@@ -37,7 +38,7 @@ def _png() -> bytes:
 @pytest.fixture
 def standin_client(request: pytest.FixtureRequest) -> Iterator[tuple[BedrockStandin, Any]]:
     faults = parse_faults(getattr(request, "param", ""))
-    standin = BedrockStandin(StandinConfig(rpm=None, latency_s=(0.0, 0.0), faults=faults))
+    standin = BedrockStandin(StandinConfig(rpm=None, latency=StandinLatency.uniform(0.0, 0.0), faults=faults))
     with standin.serve():
         client = boto3.client(
             "bedrock-runtime",
