@@ -1,0 +1,267 @@
+"""Backfill stage against moto (S3, SQS) with the fake Bedrock control plane of tests/batch_fakes.
+
+A complete round trip through the real handlers: a request document -> the submit handler writes
+the JSONL input files and the record index and creates the job; the fake Bedrock answers the
+records (lines out of order, one failed record, one record it never answers); the state-change
+event (or the poll) -> the collect handler publishes captions and error records by the online
+path's rules. Claims show that nothing is paid twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import time
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from PIL import Image
+
+from lambdas.backfill import handler as backfill_handler
+from lambdas.backfill import records
+from lambdas.backfill.requests import BackfillRequest, Item
+from lambdas.backfill.settings import BackfillEnv
+from lambdas.caption.claims import Claims
+from lambdas.shared import keys
+from lambdas.shared.config import ModelSpec
+from lambdas.shared.contract import BatchLimits
+from lambdas.shared.storage import S3Store, SqsQueue
+from tests.batch_fakes import FakeBedrockJobs, converse_answer, state_change_event
+from tests.lambda_context import FakeLambdaContext
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "backfill-test-bucket"
+ROLE = "arn:aws:iam::123456789012:role/BatchServiceRole"
+MIN_RECORDS = 3
+
+
+def _png_b64() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 18), (10, 120, 200)).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue())
+
+
+PNG_B64 = _png_b64()
+
+
+class World:
+    def __init__(self, s3: Any, sqs: Any, queue_url: str, limits: BatchLimits) -> None:
+        self.s3, self.sqs, self.queue_url = s3, sqs, queue_url
+        self.store = S3Store(s3, BUCKET)
+        self.bedrock = FakeBedrockJobs()
+        self.env = BackfillEnv(
+            bucket=BUCKET,
+            queue_url=queue_url,
+            role_arn=ROLE,
+            ssm_prefix="/BackfillTest",
+            ssm_max_age_s=60,
+            limits=limits,
+        )
+        self.environment = backfill_handler.BackfillEnvironment(
+            env=lambda: self.env,
+            spec=lambda _env: ModelSpec(),
+            s3=lambda: s3,
+            jobs=lambda: self.bedrock,
+            queue=lambda env: SqsQueue(sqs, env.queue_url),
+        )
+
+    def seed(self, name: str, body: str | None = None, encoded: bool = True) -> Item:
+        key = f"images/archive/{name}"
+        etag = str(self.s3.put_object(Bucket=BUCKET, Key=key, Body=(body or name).encode())["ETag"]).strip('"')
+        if encoded:
+            self.s3.put_object(
+                Bucket=BUCKET,
+                Key=keys.encoded_key(key),
+                Body=PNG_B64,
+                Metadata={"source-etag": etag, "source-width": "32", "source-height": "18"},
+            )
+        return Item(key, etag)
+
+    def request(self, items: list[Item], backfill_id: str = "bf1") -> str:
+        request = BackfillRequest(backfill_id, 0, tuple(items), "2026-12-01T00:00:00Z", "archive")
+        self.s3.put_object(Bucket=BUCKET, Key=request.key, Body=request.to_json())
+        return request.key
+
+    def submit(self, request_key: str) -> dict[str, Any]:
+        event = {"Records": [{"s3": {"bucket": {"name": BUCKET}, "object": {"key": request_key}}}]}
+        return backfill_handler.submit_handler(event, FakeLambdaContext(timeout_s=900), environment=self.environment)
+
+    def collect(self, event: dict[str, Any]) -> dict[str, Any]:
+        return backfill_handler.collect_handler(event, FakeLambdaContext(timeout_s=900), environment=self.environment)
+
+    def caption(self, item: Item) -> dict[str, Any] | None:
+        try:
+            body = self.s3.get_object(Bucket=BUCKET, Key=keys.caption_key(item.key))["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
+            return None
+        return json.loads(body)
+
+    def error(self, item: Item) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.s3.get_object(Bucket=BUCKET, Key=keys.error_key(item.key))["Body"].read())
+        except self.s3.exceptions.NoSuchKey:
+            return None
+
+    def messages(self) -> list[dict[str, Any]]:
+        found = []
+        while True:
+            got = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            if not got:
+                return found
+            for m in got:
+                found.append(json.loads(m["Body"]))
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
+
+    def keys(self, prefix: str) -> list[str]:
+        return [o["Key"] for o in self.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+
+    def job_document(self, name: str) -> dict[str, Any]:
+        return json.loads(self.s3.get_object(Bucket=BUCKET, Key=records.job_document_key(name))["Body"].read())
+
+
+@pytest.fixture
+def world(aws_env: None) -> Iterator[World]:
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        sqs = boto3.client("sqs", region_name="us-east-1")
+        url = sqs.create_queue(QueueName="caption-queue")["QueueUrl"]
+        limits = BatchLimits(min_records=MIN_RECORDS, max_records_per_file=2, max_file_bytes=10_000_000)
+        yield World(s3, sqs, url, limits)
+
+
+def test_given_a_request_when_submitted_and_the_job_completes_then_every_image_ends_as_one_record(world):
+    # Given six archive images with encoded copies
+    items = [world.seed(f"img{i}.jpg") for i in range(6)]
+    # When the request is submitted
+    result = world.submit(world.request(items))["results"][0]
+    # Then one Converse job holds all six, in files of at most two records, with an index
+    assert result["outcome"] == "submitted" and result["records"] == 6
+    (created,) = world.bedrock.created
+    name = created["jobName"]
+    assert created["modelInvocationType"] == "Converse" and created["roleArn"] == ROLE
+    assert created["inputDataConfig"]["s3InputDataConfig"]["s3Uri"] == f"s3://{BUCKET}/batch/input/{name}/"
+    inputs = sorted(world.keys(records.input_prefix(name)))
+    assert len(inputs) == 3
+    first = json.loads(world.s3.get_object(Bucket=BUCKET, Key=inputs[0])["Body"].read().splitlines()[0])
+    assert first["modelInput"]["messages"][0]["content"][0]["image"]["source"]["bytes"] == PNG_B64.decode()
+    assert "modelId" not in first["modelInput"]
+    # ... and the online path cannot take any of them while the job runs, even 20 h after its lease
+    online = Claims(world.store, lease_s=900, wall=lambda: time.time() + 20 * 3600)
+    assert all(online.take(i.key, i.etag, "online-msg") is None for i in items)
+    # (a claim outlives the job's timeout plus margin only: then an online delivery may take it)
+    late = Claims(world.store, lease_s=900, wall=lambda: time.time() + 26 * 3600)
+    late_claim = late.take(items[0].key, items[0].etag, "late-msg")
+    assert late_claim is not None
+    late.release(late_claim)
+
+    # Given image 1 is uploaded again while its old version is in the job, and captioned online
+    newer = world.seed("img1.jpg", body="a newer upload")
+    world.store.put_json(
+        keys.caption_key(newer.key), {"caption": "the new version"}, metadata={"source-etag": newer.etag}
+    )
+    # ... and Bedrock fails record 3 as invalid image, never answers record 5
+    arn = created["jobArn"]
+    by_id = {e.record_id: e for e in _index(world, name)}
+    failed = next(r for r, e in by_id.items() if e.source_key == items[3].key)
+    unanswered = next(r for r, e in by_id.items() if e.source_key == items[5].key)
+
+    def answer(rid: str, _input: dict[str, Any]) -> dict[str, Any]:
+        if rid == failed:
+            return {"error": {"errorCode": 400, "errorMessage": "Unable to process the provided image"}}
+        return {"modelOutput": converse_answer(f"caption {rid}")}
+
+    world.bedrock.finish(world.s3, arn, answer, status="PartiallyCompleted", skip={unanswered})
+    # When the state-change event arrives
+    collected = world.collect(state_change_event(arn, name, "PartiallyCompleted"))["collected"][0]
+    # Then each version ends exactly once: 3 captions, 1 error record, 1 superseded, 1 back online
+    assert collected["collected"] is True
+    assert collected["counts"] == {"captioned": 3, "error_record": 1, "superseded": 1, "requeued": 1}
+    for item in (items[0], items[2], items[4]):
+        caption = world.caption(item)
+        assert caption is not None and caption["mode"] == "batch" and caption["batch_job"] == name
+        assert caption["source"]["etag"] == item.etag and caption["caption"].startswith("caption R")
+    assert world.caption(newer) == {"caption": "the new version"}  # the new version's caption wins
+    error = world.error(items[3])
+    assert error is not None and error["error_code"] == "model_rejected" and error["details"]["mode"] == "batch"
+    assert world.caption(items[5]) is None
+    (message,) = world.messages()
+    assert message["source_key"] == items[5].key and message["source_etag"] == items[5].etag
+    # ... and every claim of the job is released
+    assert world.keys("claims/") == []
+    doc = world.job_document(name)
+    assert doc["state"] == "collected" and doc["manifest"]["errorRecordCount"] == 1
+    assert doc["usage"]["input_tokens"] == 4 * 1600  # paid for: the superseded answer too
+
+    # When the poll runs afterwards, or the event comes twice, nothing changes
+    assert world.collect({"source": "aws.events", "detail-type": "Scheduled Event"})["collected"] == []
+    again = world.collect(state_change_event(arn, name, "PartiallyCompleted"))["collected"][0]
+    assert again["collected"] is True and world.messages() == []
+
+
+def _index(world: World, name: str) -> list[records.IndexEntry]:
+    raw = world.s3.get_object(Bucket=BUCKET, Key=records.job_index_key(name))["Body"].read()
+    return list(records.read_index(raw.splitlines()).values())
+
+
+def test_given_a_lost_event_when_the_poll_runs_then_the_job_is_collected(world):
+    items = [world.seed(f"p{i}.jpg") for i in range(3)]
+    world.submit(world.request(items))
+    (created,) = world.bedrock.created
+    arn = created["jobArn"]
+    # While running, the poll only records the status
+    world.bedrock.set_status(arn, "InProgress")
+    (running,) = world.collect({"source": "aws.events"})["collected"]
+    assert running["collected"] is False and world.job_document(created["jobName"])["status"] == "InProgress"
+    world.bedrock.finish(world.s3, arn)
+    (done,) = world.collect({"source": "aws.events"})["collected"]
+    assert done["counts"] == {"captioned": 3}
+    assert all(world.caption(i)["mode"] == "batch" for i in items)
+
+
+def test_given_fewer_images_than_the_job_minimum_then_they_go_to_the_online_queue(world):
+    items = [world.seed(f"s{i}.jpg") for i in range(MIN_RECORDS - 1)]
+    result = world.submit(world.request(items))["results"][0]
+    assert result["outcome"] == "online" and result["online"] == len(items)
+    assert world.bedrock.created == []
+    assert sorted(m["source_key"] for m in world.messages()) == sorted(i.key for i in items)
+    assert world.keys("claims/") == [] and world.keys("batch/input/") == []
+
+
+def test_given_images_already_captioned_or_claimed_online_then_they_are_not_sent_to_batch(world):
+    items = [world.seed(f"c{i}.jpg") for i in range(5)]
+    world.store.put_json(keys.caption_key(items[0].key), {"caption": "x"}, metadata={"source-etag": items[0].etag})
+    online = Claims(world.store, lease_s=900, wall=lambda: 1e12)  # an online delivery holds image 1 now
+    assert online.take(items[1].key, items[1].etag, "online-msg") is not None
+    missing = world.seed("c-unencoded.jpg", encoded=False)
+    result = world.submit(world.request([*items, missing]))["results"][0]
+    assert result["records"] == 3
+    sent = {e.source_key for e in _index(world, world.bedrock.created[0]["jobName"])}
+    assert sent == {items[2].key, items[3].key, items[4].key}
+
+
+def test_given_a_job_larger_than_the_record_limit_then_the_rest_goes_on_in_the_next_request(world):
+    world.env = dataclasses.replace(world.env, limits=BatchLimits(min_records=2, max_records_per_job=3))
+    items = [world.seed(f"l{i}.jpg") for i in range(5)]
+    first = world.submit(world.request(items, backfill_id="big"))["results"][0]
+    assert first["records"] == 3
+    (next_key,) = [k for k in world.keys("batch/requests/") if k.endswith("-001.json")]
+    second = world.submit(next_key)["results"][0]
+    assert second["outcome"] == "submitted" and second["records"] == 2
+    names = [c["jobName"] for c in world.bedrock.created]
+    sent = [e.source_key for n in names for e in _index(world, n)]
+    assert sorted(sent) == sorted(i.key for i in items)  # each image in exactly one job
+
+
+def test_given_create_fails_then_every_claim_is_released_and_the_error_propagates(world):
+    items = [world.seed(f"f{i}.jpg") for i in range(3)]
+    world.bedrock.fail_create = RuntimeError("ServiceQuotaExceededException")
+    with pytest.raises(RuntimeError):
+        world.submit(world.request(items))
+    assert world.keys("claims/") == []
