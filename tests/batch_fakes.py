@@ -18,7 +18,9 @@ ACCOUNT = "123456789012"
 REGION = "us-east-1"
 
 
-def converse_answer(text: str = "A blue rectangle on white.", stop_reason: str = "end_turn") -> dict[str, Any]:
+def converse_answer(
+    text: str = "A blue rectangle on white.", stop_reason: str = "end_turn"
+) -> dict[str, Any]:
     return {
         "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
         "stopReason": stop_reason,
@@ -34,7 +36,14 @@ class FakeBedrockJobs:
     fail_create: Exception | None = None
 
     def create(
-        self, *, job_name: str, role_arn: str, model_id: str, input_uri: str, output_uri: str, timeout_hours: int
+        self,
+        *,
+        job_name: str,
+        role_arn: str,
+        model_id: str,
+        input_uri: str,
+        output_uri: str,
+        timeout_hours: int,
     ) -> str:
         if self.fail_create is not None:
             raise self.fail_create
@@ -116,7 +125,9 @@ class FakeBedrockJobs:
             "outputTokenCount": 20 * success,
         }
         s3.put_object(
-            Bucket=out_bucket, Key=f"{out_prefix}{job['_id']}/manifest.json.out", Body=json.dumps(manifest).encode()
+            Bucket=out_bucket,
+            Key=f"{out_prefix}{job['_id']}/manifest.json.out",
+            Body=json.dumps(manifest).encode(),
         )
         job["status"] = status
         return inputs

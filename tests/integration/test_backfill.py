@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import time
 import io
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,7 +73,9 @@ class World:
 
     def seed(self, name: str, body: str | None = None, encoded: bool = True) -> Item:
         key = f"images/archive/{name}"
-        etag = str(self.s3.put_object(Bucket=BUCKET, Key=key, Body=(body or name).encode())["ETag"]).strip('"')
+        etag = str(self.s3.put_object(Bucket=BUCKET, Key=key, Body=(body or name).encode())["ETag"]).strip(
+            '"'
+        )
         if encoded:
             self.s3.put_object(
                 Bucket=BUCKET,
@@ -90,10 +92,14 @@ class World:
 
     def submit(self, request_key: str) -> dict[str, Any]:
         event = {"Records": [{"s3": {"bucket": {"name": BUCKET}, "object": {"key": request_key}}}]}
-        return backfill_handler.submit_handler(event, FakeLambdaContext(timeout_s=900), environment=self.environment)
+        return backfill_handler.submit_handler(
+            event, FakeLambdaContext(timeout_s=900), environment=self.environment
+        )
 
     def collect(self, event: dict[str, Any]) -> dict[str, Any]:
-        return backfill_handler.collect_handler(event, FakeLambdaContext(timeout_s=900), environment=self.environment)
+        return backfill_handler.collect_handler(
+            event, FakeLambdaContext(timeout_s=900), environment=self.environment
+        )
 
     def caption(self, item: Item) -> dict[str, Any] | None:
         try:
@@ -111,7 +117,9 @@ class World:
     def messages(self) -> list[dict[str, Any]]:
         found = []
         while True:
-            got = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            got = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get(
+                "Messages", []
+            )
             if not got:
                 return found
             for m in got:
@@ -122,7 +130,9 @@ class World:
         return [o["Key"] for o in self.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
 
     def job_document(self, name: str) -> dict[str, Any]:
-        return json.loads(self.s3.get_object(Bucket=BUCKET, Key=records.job_document_key(name))["Body"].read())
+        return json.loads(
+            self.s3.get_object(Bucket=BUCKET, Key=records.job_document_key(name))["Body"].read()
+        )
 
 
 @pytest.fixture
@@ -142,10 +152,12 @@ def test_given_a_request_when_submitted_and_the_job_completes_then_every_image_e
     # When the request is submitted
     result = world.submit(world.request(items))["results"][0]
     # Then one Converse job holds all six, in files of at most two records, with an index
-    assert result["outcome"] == "submitted" and result["records"] == 6
+    assert result["outcome"] == "submitted"
+    assert result["records"] == 6
     (created,) = world.bedrock.created
     name = created["jobName"]
-    assert created["modelInvocationType"] == "Converse" and created["roleArn"] == ROLE
+    assert created["modelInvocationType"] == "Converse"
+    assert created["roleArn"] == ROLE
     assert created["inputDataConfig"]["s3InputDataConfig"]["s3Uri"] == f"s3://{BUCKET}/batch/input/{name}/"
     inputs = sorted(world.keys(records.input_prefix(name)))
     assert len(inputs) == 3
@@ -185,24 +197,32 @@ def test_given_a_request_when_submitted_and_the_job_completes_then_every_image_e
     assert collected["counts"] == {"captioned": 3, "error_record": 1, "superseded": 1, "requeued": 1}
     for item in (items[0], items[2], items[4]):
         caption = world.caption(item)
-        assert caption is not None and caption["mode"] == "batch" and caption["batch_job"] == name
-        assert caption["source"]["etag"] == item.etag and caption["caption"].startswith("caption R")
+        assert caption is not None
+        assert caption["mode"] == "batch"
+        assert caption["batch_job"] == name
+        assert caption["source"]["etag"] == item.etag
+        assert caption["caption"].startswith("caption R")
     assert world.caption(newer) == {"caption": "the new version"}  # the new version's caption wins
     error = world.error(items[3])
-    assert error is not None and error["error_code"] == "model_rejected" and error["details"]["mode"] == "batch"
+    assert error is not None
+    assert error["error_code"] == "model_rejected"
+    assert error["details"]["mode"] == "batch"
     assert world.caption(items[5]) is None
     (message,) = world.messages()
-    assert message["source_key"] == items[5].key and message["source_etag"] == items[5].etag
+    assert message["source_key"] == items[5].key
+    assert message["source_etag"] == items[5].etag
     # ... and every claim of the job is released
     assert world.keys("claims/") == []
     doc = world.job_document(name)
-    assert doc["state"] == "collected" and doc["manifest"]["errorRecordCount"] == 1
+    assert doc["state"] == "collected"
+    assert doc["manifest"]["errorRecordCount"] == 1
     assert doc["usage"]["input_tokens"] == 4 * 1600  # paid for: the superseded answer too
 
     # When the poll runs afterwards, or the event comes twice, nothing changes
     assert world.collect({"source": "aws.events", "detail-type": "Scheduled Event"})["collected"] == []
     again = world.collect(state_change_event(arn, name, "PartiallyCompleted"))["collected"][0]
-    assert again["collected"] is True and world.messages() == []
+    assert again["collected"] is True
+    assert world.messages() == []
 
 
 def _index(world: World, name: str) -> list[records.IndexEntry]:
@@ -218,7 +238,8 @@ def test_given_a_lost_event_when_the_poll_runs_then_the_job_is_collected(world):
     # While running, the poll only records the status
     world.bedrock.set_status(arn, "InProgress")
     (running,) = world.collect({"source": "aws.events"})["collected"]
-    assert running["collected"] is False and world.job_document(created["jobName"])["status"] == "InProgress"
+    assert running["collected"] is False
+    assert world.job_document(created["jobName"])["status"] == "InProgress"
     world.bedrock.finish(world.s3, arn)
     (done,) = world.collect({"source": "aws.events"})["collected"]
     assert done["counts"] == {"captioned": 3}
@@ -228,15 +249,19 @@ def test_given_a_lost_event_when_the_poll_runs_then_the_job_is_collected(world):
 def test_given_fewer_images_than_the_job_minimum_then_they_go_to_the_online_queue(world):
     items = [world.seed(f"s{i}.jpg") for i in range(MIN_RECORDS - 1)]
     result = world.submit(world.request(items))["results"][0]
-    assert result["outcome"] == "online" and result["online"] == len(items)
+    assert result["outcome"] == "online"
+    assert result["online"] == len(items)
     assert world.bedrock.created == []
     assert sorted(m["source_key"] for m in world.messages()) == sorted(i.key for i in items)
-    assert world.keys("claims/") == [] and world.keys("batch/input/") == []
+    assert world.keys("claims/") == []
+    assert world.keys("batch/input/") == []
 
 
 def test_given_images_already_captioned_or_claimed_online_then_they_are_not_sent_to_batch(world):
     items = [world.seed(f"c{i}.jpg") for i in range(5)]
-    world.store.put_json(keys.caption_key(items[0].key), {"caption": "x"}, metadata={"source-etag": items[0].etag})
+    world.store.put_json(
+        keys.caption_key(items[0].key), {"caption": "x"}, metadata={"source-etag": items[0].etag}
+    )
     online = Claims(world.store, lease_s=900, wall=lambda: 1e12)  # an online delivery holds image 1 now
     assert online.take(items[1].key, items[1].etag, "online-msg") is not None
     missing = world.seed("c-unencoded.jpg", encoded=False)
@@ -253,7 +278,8 @@ def test_given_a_job_larger_than_the_record_limit_then_the_rest_goes_on_in_the_n
     assert first["records"] == 3
     (next_key,) = [k for k in world.keys("batch/requests/") if k.endswith("-001.json")]
     second = world.submit(next_key)["results"][0]
-    assert second["outcome"] == "submitted" and second["records"] == 2
+    assert second["outcome"] == "submitted"
+    assert second["records"] == 2
     names = [c["jobName"] for c in world.bedrock.created]
     sent = [e.source_key for n in names for e in _index(world, n)]
     assert sorted(sent) == sorted(i.key for i in items)  # each image in exactly one job
