@@ -99,6 +99,7 @@ class Submitter:
         workers: int = CLAIM_WORKERS,
     ) -> None:
         self._store, self._files, self._jobs, self._queue = store, files, jobs, queue
+        self.store = store  # the handler reads the request document through the same adapter
         self._env, self._spec = env, spec
         self._limits = env.limits
         self._remaining_s = remaining_s

@@ -313,7 +313,9 @@ def test_given_destroy_on_removal_then_buckets_are_deleted_with_their_objects(al
 def test_given_the_upload_notification_then_only_object_created_under_images_triggers_resize(synth):
     config = synth.props("Custom::S3BucketNotifications")["NotificationConfiguration"]
     assert set(config) == {"LambdaFunctionConfigurations"}
-    (only,) = config["LambdaFunctionConfigurations"]
+    resize_arn = {"Fn::GetAtt": [synth.function("Resize")[0], "Arn"]}
+    # The backfill's own notification (batch/requests/, tests/infra/test_backfill_stage.py) is the other one.
+    (only,) = [c for c in config["LambdaFunctionConfigurations"] if c["LambdaFunctionArn"] == resize_arn]
     assert only["Events"] == ["s3:ObjectCreated:*"]
     assert only["Filter"] == {"Key": {"FilterRules": [{"Name": "prefix", "Value": "images/"}]}}
     assert only["LambdaFunctionArn"] == {"Fn::GetAtt": [synth.function("Resize")[0], "Arn"]}
