@@ -371,8 +371,8 @@ def test_given_the_event_source_then_small_batches_partial_failures_and_max_conc
 
 
 def test_given_the_resize_function_then_failed_async_events_are_kept_on_an_encrypted_queue(synth):
-    config = synth.props("AWS::Lambda::EventInvokeConfig")
-    failure_queue_id, failure_queue = synth.one("AWS::SQS::Queue", "FailureQueue")
+    config = synth.props("AWS::Lambda::EventInvokeConfig", "ResizeStage")
+    failure_queue_id, failure_queue = synth.one("AWS::SQS::Queue", "ResizeStageFailureQueue")
     assert config["FunctionName"] == {"Ref": synth.function("Resize")[0]}
     assert config["MaximumRetryAttempts"] == 2
     assert config["MaximumEventAgeInSeconds"] == 6 * 3600
@@ -628,7 +628,8 @@ def test_given_the_ssm_parameters_then_every_tunable_has_the_lambda_default_and_
     assert params[f"/ImageCaptioning/{SSM_DLQ_URL_PARAM}"]["Value"] == {
         "Ref": synth.one("AWS::SQS::Queue", "DeadLetterQueue")[0]
     }
-    assert len(params) == len(SSM_DEFAULTS) + 3
+    # + the bucket, queue and DLQ facts, and the backfill's batch limits (test_backfill_stage.py)
+    assert len(params) == len(SSM_DEFAULTS) + 4
 
 
 def test_given_context_overrides_then_parameters_and_prefix_follow_them(alt_synth):
@@ -805,7 +806,8 @@ def test_given_the_alarms_then_each_has_its_threshold_and_notifies_the_topic(syn
         for a in alarms.values()
     }
     queue, dlq, failures = (
-        synth.one("AWS::SQS::Queue", part)[0] for part in ("CaptionQueuesQueue", "DeadLetter", "Failure")
+        synth.one("AWS::SQS::Queue", part)[0]
+        for part in ("CaptionQueuesQueue", "DeadLetter", "ResizeStageFailure")
     )
     expected = {
         ("ApproximateNumberOfMessagesVisible", "${" + dlq + ".QueueName}"): ("GreaterThanThreshold", 0, 1),
