@@ -187,18 +187,20 @@ class Collector:
     def _settle(
         self, entry: IndexEntry, result: RecordResult, spec: ModelSpec, name: str, tokens: list[int]
     ) -> str:
-        try:
-            if result.kind is Kind.OUTPUT:
-                assert result.model_output is not None
-                return self._caption(entry, result.model_output, spec, name, tokens)
-            if result.kind is Kind.ERROR:
-                verdict = output.verdict(result)
-                if verdict.retry is None:
-                    code = verdict.code or ErrorCode.MODEL_ERROR
-                    return self._error(entry, code, verdict.message, verdict.error_type, name)
+        """One record's end; its claim is released after the record is stored (before a requeue)."""
+        if result.kind is Kind.OUTPUT:
+            assert result.model_output is not None
+            outcome = self._caption(entry, result.model_output, spec, name, tokens)
+        elif result.kind is Kind.ERROR and (verdict := output.verdict(result)).retry is None:
+            code = verdict.code or ErrorCode.MODEL_ERROR
+            outcome = self._error(entry, code, verdict.message, verdict.error_type, name)
+        else:
             return self._requeue(entry)
-        finally:
-            self._claims.release(Claim(keys.claim_key(entry.source_key, entry.source_etag), entry.claim_etag))
+        self._release(entry)
+        return outcome
+
+    def _release(self, entry: IndexEntry) -> None:
+        self._claims.release(Claim(keys.claim_key(entry.source_key, entry.source_etag), entry.claim_etag))
 
     def _caption(
         self, entry: IndexEntry, response: Any, spec: ModelSpec, name: str, tokens: list[int]
@@ -252,10 +254,9 @@ class Collector:
         return Settled.SUPERSEDED if published is Published.SUPERSEDED else Settled.ERROR_RECORD
 
     def _requeue(self, entry: IndexEntry) -> str:
+        self._release(entry)  # first, so the online consumer can take the claim
         if not is_current(self._store, _version(entry)):
             return Settled.SUPERSEDED
-        # Released first (the finally above releases again, harmlessly) so the online consumer can take it.
-        self._claims.release(Claim(keys.claim_key(entry.source_key, entry.source_etag), entry.claim_etag))
         self._queue.send(_message(self._store.bucket, entry).to_json())
         return Settled.REQUEUED
 

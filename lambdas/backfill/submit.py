@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -169,7 +170,8 @@ class Submitter:
             return Skip.NOT_ENCODED
         if encoded.metadata.get(SOURCE_ETAG_META) != item.etag:
             return Skip.SUPERSEDED
-        claim = self._claims.take(item.key, item.etag, f"batch:{name}", hold_s=hold_s)
+        holder = f"batch:{name}"
+        claim = self._claims.take(item.key, item.etag, holder, hold_s=hold_s) or self._own_claim(item, holder)
         if claim is None:
             return Skip.CLAIMED
         if self._has_caption(item):  # the check that cannot race: writers store before releasing
@@ -188,6 +190,18 @@ class Submitter:
             height=int(encoded.metadata.get("source-height", "0") or 0),
             uploaded_at=uploaded_at,
         )
+
+    def _own_claim(self, item: Item, holder: str) -> Claim | None:
+        """Our own claim from an earlier attempt of this very request (a retried event): still ours."""
+        key = keys.claim_key(item.key, item.etag)
+        try:
+            raw, info = self._store.get_bytes(key)
+            document = json.loads(raw)
+        except (ObjectMissing, ValueError):
+            return None
+        if isinstance(document, dict) and document.get("message_id") == holder:
+            return Claim(key, info.etag)
+        return None
 
     def _has_caption(self, item: Item) -> bool:
         info = self._store.head(keys.caption_key(item.key))

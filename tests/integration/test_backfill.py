@@ -291,3 +291,14 @@ def test_given_create_fails_then_every_claim_is_released_and_the_error_propagate
     with pytest.raises(RuntimeError):
         world.submit(world.request(items))
     assert world.keys("claims/") == []
+
+
+def test_given_a_retried_request_event_then_the_same_job_is_submitted_once_with_its_own_claims(world):
+    items = [world.seed(f"r{i}.jpg") for i in range(4)]
+    key = world.request(items)
+    first = world.submit(key)["results"][0]
+    # Lambda delivers the same S3 event again (e.g. the first invocation timed out after the create)
+    again = world.submit(key)["results"][0]
+    assert first["job_name"] == again["job_name"]
+    assert again["records"] == 4  # its own claims are still its own, not "claimed by someone else"
+    assert len({j["jobArn"] for j in world.bedrock.jobs.values()}) == 1
