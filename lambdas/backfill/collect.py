@@ -70,6 +70,7 @@ class CollectResult:
     counts: dict[str, int] = field(default_factory=dict)
     input_tokens: int = 0
     output_tokens: int = 0
+    settled_now: bool = False  # this call settled the records (metrics count it once)
 
 
 class Collector:
@@ -169,7 +170,13 @@ class Collector:
         self._put(doc_key, document, lock_etag)
         logger.info("batch job collected", extra={"job_name": name, "status": status, "counts": dict(counts)})
         return CollectResult(
-            name, status, collected=True, counts=dict(counts), input_tokens=tokens[0], output_tokens=tokens[1]
+            name,
+            status,
+            collected=True,
+            counts=dict(counts),
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
+            settled_now=True,
         )
 
     def _lock(self, doc_key: str, document: dict[str, Any], etag: str, status: str) -> str | None:

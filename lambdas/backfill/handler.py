@@ -16,14 +16,19 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from lambdas.backfill.adapters import BedrockJobs, BotoBedrockJobs, S3Files
-from lambdas.backfill.collect import Collector
+from lambdas.backfill.collect import Collector, CollectResult
 from lambdas.backfill.requests import BackfillRequest, is_request_key
 from lambdas.backfill.settings import BackfillEnv, backfill_env, model_spec
 from lambdas.backfill.submit import Submitter
 from lambdas.shared import aws
 from lambdas.shared.config import ModelSpec
-from lambdas.shared.contract import BATCH_EVENT_DETAIL_TYPE, BATCH_EVENT_SOURCE
-from lambdas.shared.observability import logger
+from lambdas.shared.contract import (
+    BATCH_EVENT_DETAIL_TYPE,
+    BATCH_EVENT_SOURCE,
+    BATCH_FAILED_STATUSES,
+    BatchMetric,
+)
+from lambdas.shared.observability import count, logger, metrics
 from lambdas.shared.storage import Queue, S3Store, SqsQueue
 
 
@@ -80,6 +85,7 @@ def _remaining(context: LambdaContext | None) -> Callable[[], float]:
 
 
 @logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
 def submit_handler(
     event: dict[str, Any], context: LambdaContext, environment: BackfillEnvironment = ENVIRONMENT
 ) -> dict[str, Any]:
@@ -117,6 +123,7 @@ def submit_handler(
 
 
 @logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
 def collect_handler(
     event: dict[str, Any], context: LambdaContext, environment: BackfillEnvironment = ENVIRONMENT
 ) -> dict[str, Any]:
@@ -142,6 +149,28 @@ def collect_handler(
             for r in found
         ]
     }
+
+
+_RECORD_METRICS = {
+    "captioned": BatchMetric.RECORDS_CAPTIONED,
+    "duplicate": BatchMetric.RECORDS_DUPLICATE,
+    "superseded": BatchMetric.RECORDS_SUPERSEDED,
+    "error_record": BatchMetric.RECORDS_ERROR_RECORD,
+    "requeued": BatchMetric.RECORDS_REQUEUED,
+}
+
+
+def _record_metrics(result: CollectResult) -> None:
+    """Counted once, by the collector that settled the job (a second look counts nothing)."""
+    if not result.settled_now:
+        return
+    count(BatchMetric.JOBS_COLLECTED)
+    if result.status in BATCH_FAILED_STATUSES:
+        count(BatchMetric.JOBS_FAILED)
+    for outcome, n in result.counts.items():
+        count(_RECORD_METRICS.get(outcome, BatchMetric.RECORDS_REQUEUED), n)
+    count(BatchMetric.INPUT_TOKENS, result.input_tokens)
+    count(BatchMetric.OUTPUT_TOKENS, result.output_tokens)
 
 
 def job_arn_of(event: dict[str, Any]) -> str | None:

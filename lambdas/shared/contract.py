@@ -770,3 +770,22 @@ def backfill_environment(
 NOVA_PRO_BATCH_DISCOUNT = 0.5
 NOVA_PRO_BATCH_INPUT_PRICE_PER_1K = NOVA_PRO_INPUT_PRICE_PER_1K * NOVA_PRO_BATCH_DISCOUNT
 NOVA_PRO_BATCH_OUTPUT_PRICE_PER_1K = NOVA_PRO_OUTPUT_PRICE_PER_1K * NOVA_PRO_BATCH_DISCOUNT
+
+
+class BatchMetric:
+    """Backfill metric names (EMF, namespace ``METRICS_NAMESPACE``, dimension service=backfill)."""
+
+    JOBS_SUBMITTED = "BatchJobsSubmitted"
+    JOBS_COLLECTED = "BatchJobsCollected"
+    JOBS_FAILED = "BatchJobsFailed"  # collected in Failed, Stopped or Expired: an alarm candidate
+    IMAGES_SENT_ONLINE = "BatchImagesSentOnline"  # fewer than the job minimum
+    RECORDS_CAPTIONED = "BatchRecordsCaptioned"
+    RECORDS_DUPLICATE = "BatchRecordsDuplicate"
+    RECORDS_SUPERSEDED = "BatchRecordsSuperseded"
+    RECORDS_ERROR_RECORD = "BatchRecordsErrorRecord"
+    RECORDS_REQUEUED = "BatchRecordsRequeued"
+    INPUT_TOKENS = "BatchInputTokens"
+    OUTPUT_TOKENS = "BatchOutputTokens"
+
+
+BATCH_FAILED_STATUSES = ("Failed", "Stopped", "Expired")
