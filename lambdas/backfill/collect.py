@@ -25,10 +25,13 @@ by the online path, releases are conditional.
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +54,12 @@ from lambdas.shared.versions import Published, Version, is_current, publish, pub
 RUNNING = frozenset({"Submitted", "Validating", "Scheduled", "InProgress", "Stopping"})
 TERMINAL = frozenset({"Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired"})
 LOCK_S = 900.0  # the collect function's timeout: an older lock's holder has certainly ended
+TIME_MARGIN_S = 60.0  # kept free to write the job document back
+SETTLE_WORKERS = 16  # each record is a few S3 requests: settled in parallel
+
+
+class _OutOfTime(Exception):
+    pass
 
 
 class Settled:
@@ -84,10 +93,15 @@ class Collector:
         online_claim_lease_s: float,
         wall: Callable[[], float] = time.time,
         lock_s: float = LOCK_S,
+        remaining_s: Callable[[], float] = lambda: float("inf"),
+        workers: int = SETTLE_WORKERS,
     ) -> None:
         self._store, self._files, self._jobs, self._queue = store, files, jobs, queue
         self._wall = wall
         self._lock_s = lock_s
+        self._remaining_s = remaining_s
+        self._workers = workers
+        self._tokens_lock = threading.Lock()
         self._claims = Claims(store, lease_s=online_claim_lease_s, wall=wall)
 
     # ------------------------------------------------------------------ entry points
@@ -140,14 +154,23 @@ class Collector:
         counts: Counter[str] = Counter()
         tokens = [0, 0]
         manifest: dict[str, int] = {}
-        for key in sorted(self._files.list_keys(records.output_prefix(name))):
-            if output.is_output_file(key):
-                for entry, result in output.join(index, self._files.lines(key), stats):
-                    counts[self._settle(entry, result, spec, name, tokens)] += 1
-            elif key.endswith(output.MANIFEST_NAME):
-                manifest = output.parse_manifest(self._files.read(key))
-        for entry, result in output.missing(index, stats):
-            counts[self._settle(entry, result, spec, name, tokens)] += 1
+        try:
+            with ThreadPoolExecutor(max_workers=self._workers) as pool:
+                for key in sorted(self._files.list_keys(records.output_prefix(name))):
+                    if output.is_output_file(key):
+                        joined = output.join(index, self._files.lines(key), stats)
+                        self._settle_all(pool, joined, spec, name, tokens, counts)
+                    elif key.endswith(output.MANIFEST_NAME):
+                        manifest = output.parse_manifest(self._files.read(key))
+                self._settle_all(pool, output.missing(index, stats), spec, name, tokens, counts)
+        except _OutOfTime:
+            # Settled so far stays settled; the next poll starts again and finds those done quickly
+            # (a caption already there is one HEAD, a released claim one failed delete).
+            document.update({"state": "running", "status": status})
+            document.pop("collecting_since", None)
+            self._put(doc_key, document, lock_etag)
+            logger.warning("out of time while collecting; the next poll goes on", extra={"job_name": name})
+            return CollectResult(name, status, busy=True, counts=dict(counts))
 
         document.update(
             {
@@ -178,6 +201,26 @@ class Collector:
             output_tokens=tokens[1],
             settled_now=True,
         )
+
+    def _settle_all(
+        self,
+        pool: ThreadPoolExecutor,
+        pairs: Iterator[tuple[IndexEntry, RecordResult]],
+        spec: ModelSpec,
+        name: str,
+        tokens: list[int],
+        counts: Counter[str],
+    ) -> None:
+        """Settle records a chunk at a time in parallel (a chunk of lines in memory at most)."""
+        chunk_size = self._workers * 4
+        while True:
+            chunk = list(itertools.islice(pairs, chunk_size))
+            if not chunk:
+                return
+            if self._remaining_s() < TIME_MARGIN_S:
+                raise _OutOfTime
+            for outcome in pool.map(lambda pair: self._settle(pair[0], pair[1], spec, name, tokens), chunk):
+                counts[outcome] += 1
 
     def _lock(self, doc_key: str, document: dict[str, Any], etag: str, status: str) -> str | None:
         since = document.get("collecting_since")
@@ -216,8 +259,9 @@ class Collector:
             answer = model.parse_response(response)
         except Rejection as rejection:
             return self._error(entry, rejection.code, rejection.message, rejection.error_type, name)
-        tokens[0] += answer.input_tokens
-        tokens[1] += answer.output_tokens
+        with self._tokens_lock:
+            tokens[0] += answer.input_tokens
+            tokens[1] += answer.output_tokens
         record = model.caption_record(
             _message(self._store.bucket, entry),
             spec,

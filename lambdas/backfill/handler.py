@@ -63,7 +63,7 @@ class BackfillEnvironment:
             remaining_s=remaining_s,
         )
 
-    def collector(self) -> Collector:
+    def collector(self, remaining_s: Callable[[], float] = lambda: float("inf")) -> Collector:
         env = self.env()
         s3 = self._s3()
         return Collector(
@@ -72,6 +72,7 @@ class BackfillEnvironment:
             jobs=self._jobs(),
             queue=self._queue(env),
             online_claim_lease_s=env.online_claim_lease_s,
+            remaining_s=remaining_s,
         )
 
 
@@ -127,7 +128,7 @@ def submit_handler(
 def collect_handler(
     event: dict[str, Any], context: LambdaContext, environment: BackfillEnvironment = ENVIRONMENT
 ) -> dict[str, Any]:
-    collector = environment.collector()
+    collector = environment.collector(_remaining(context))
     if event.get("source") == BATCH_EVENT_SOURCE and event.get("detail-type") == BATCH_EVENT_DETAIL_TYPE:
         arn = job_arn_of(event)
         if arn is None:

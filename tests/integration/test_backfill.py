@@ -302,3 +302,36 @@ def test_given_a_retried_request_event_then_the_same_job_is_submitted_once_with_
     assert first["job_name"] == again["job_name"]
     assert again["records"] == 4  # its own claims are still its own, not "claimed by someone else"
     assert len({j["jobArn"] for j in world.bedrock.jobs.values()}) == 1
+
+
+def test_given_the_collector_runs_out_of_time_then_the_next_poll_finishes_the_job(world):
+    from lambdas.backfill.adapters import S3Files
+    from lambdas.backfill.collect import Collector
+
+    items = [world.seed(f"t{i}.jpg") for i in range(6)]
+    world.submit(world.request(items))
+    (created,) = world.bedrock.created
+    world.bedrock.finish(world.s3, created["jobArn"])
+    clock = iter([1000.0, 0.0])  # time for the first chunk, then none
+
+    def collector(remaining: Any) -> Collector:
+        return Collector(
+            store=world.store,
+            files=S3Files(world.s3, BUCKET),
+            jobs=world.bedrock,
+            queue=SqsQueue(world.sqs, world.queue_url),
+            online_claim_lease_s=900,
+            remaining_s=remaining,
+            workers=1,
+        )
+
+    first = collector(lambda: next(clock)).collect(created["jobName"])
+    assert first.busy is True
+    assert first.counts == {"captioned": 2}  # the first input file (two records) only
+    assert world.job_document(created["jobName"])["state"] == "running"
+    (second,) = world.collect({"source": "aws.events"})["collected"]
+    assert second["collected"] is True
+    assert sum(second["counts"].values()) == 6
+    assert all(world.caption(i)["mode"] == "batch" for i in items)
+    assert world.keys("claims/") == []
+    assert world.messages() == []
