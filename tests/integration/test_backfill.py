@@ -27,7 +27,7 @@ from lambdas.backfill import records
 from lambdas.backfill.requests import BackfillRequest, Item
 from lambdas.backfill.settings import BackfillEnv
 from lambdas.caption.claims import Claims
-from lambdas.shared import keys
+from lambdas.shared import contract, keys
 from lambdas.shared.config import ModelSpec
 from lambdas.shared.contract import BatchLimits
 from lambdas.shared.storage import S3Store, SqsQueue
@@ -335,3 +335,48 @@ def test_given_the_collector_runs_out_of_time_then_the_next_poll_finishes_the_jo
     assert all(world.caption(i)["mode"] == "batch" for i in items)
     assert world.keys("claims/") == []
     assert world.messages() == []
+
+
+def test_given_a_file_larger_than_a_part_then_it_is_written_as_a_multipart_upload(world):
+    from lambdas.backfill.adapters import S3Files
+
+    files = S3Files(world.s3, BUCKET, part_bytes=5 * 1024 * 1024)  # S3's smallest part
+    line = b"x" * (1024 * 1024 - 1) + b"\n"
+    sink = files.open("batch/input/big/part-0001.jsonl")
+    for _ in range(11):  # 11 MiB: two full parts and a last, smaller one
+        sink.write(line)
+    sink.close()
+    head = world.s3.head_object(Bucket=BUCKET, Key="batch/input/big/part-0001.jsonl")
+    assert head["ContentLength"] == 11 * len(line)
+    assert head["ETag"].strip('"').endswith("-3")  # a multipart ETag names its part count
+    assert sum(1 for _ in files.lines("batch/input/big/part-0001.jsonl")) == 11
+
+
+def test_given_events_then_the_job_arn_is_read_from_the_detail_or_the_resources():
+    arn = "arn:aws:bedrock:us-east-1:123456789012:model-invocation-job/abc"
+    assert backfill_handler.job_arn_of(state_change_event(arn, "n", "Completed")) == arn
+    assert backfill_handler.job_arn_of({"resources": [arn], "detail": {}}) == arn
+    assert backfill_handler.job_arn_of({"detail": {}}) is None
+
+
+def test_given_the_environment_then_settings_parse_and_name_what_is_missing():
+    from lambdas.backfill.settings import backfill_env_from
+    from lambdas.shared.config import ConfigError
+
+    # the builder the stack uses, read back by the functions' parser
+    env = contract.backfill_environment(
+        bucket="b",
+        queue_url="https://q",
+        ssm_prefix="/Stack",
+        ssm_max_age_s=60,
+        log_level="INFO",
+        role_arn=ROLE,
+        limits=BatchLimits(min_records=7),
+    )
+    parsed = backfill_env_from(env)
+    assert parsed.limits.min_records == 7
+    assert parsed.stack_name == "Stack"
+    with pytest.raises(ConfigError, match="BATCH_SERVICE_ROLE_ARN"):
+        backfill_env_from({k: v for k, v in env.items() if k != contract.ENV_BATCH_ROLE_ARN})
+    with pytest.raises(ConfigError, match="backfillMinRecords"):
+        backfill_env_from({**env, contract.ENV_BATCH_LIMITS: '{"min_records": 0}'})
