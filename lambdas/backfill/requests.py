@@ -17,7 +17,7 @@ from lambdas.shared.contract import BATCH_REQUESTS_PREFIX
 
 REQUEST_VERSION = 1
 _ID = re.compile(r"^[A-Za-z0-9]{1,24}$")
-_KEY = re.compile(rf"^{re.escape(BATCH_REQUESTS_PREFIX)}([A-Za-z0-9]{{1,24}})-([0-9]{{3}})\.json$")
+_KEY = re.compile(rf"^{re.escape(BATCH_REQUESTS_PREFIX)}([A-Za-z0-9]{{1,24}})-([0-9]{{3,6}})\.json$")
 
 
 class InvalidRequest(ValueError):
