@@ -380,3 +380,57 @@ def test_given_the_environment_then_settings_parse_and_name_what_is_missing():
         backfill_env_from({k: v for k, v in env.items() if k != contract.ENV_BATCH_ROLE_ARN})
     with pytest.raises(ConfigError, match="backfillMinRecords"):
         backfill_env_from({**env, contract.ENV_BATCH_LIMITS: '{"min_records": 0}'})
+
+
+def test_given_the_real_online_consumer_then_batch_and_online_never_both_pay_for_one_image(world):
+    """The caption stage's own use case, over the same moto bucket, during and after a job."""
+    from lambdas.caption.pacing import Pacer
+    from lambdas.caption.service import CaptionWorker, Delivery, Outcome
+    from lambdas.shared.config import PacingSpec
+    from lambdas.shared.records import ImageMessage
+    from lambdas.shared.settings import CaptionSettings
+
+    calls: list[str] = []
+
+    def call_model(request: dict[str, Any], budget_s: float) -> dict[str, Any]:
+        calls.append(request["modelId"])
+        return converse_answer("an online caption")
+
+    worker = CaptionWorker(store=world.store, call_model=call_model, pacer=Pacer(600_000, 1e9))
+    settings = CaptionSettings(
+        bucket=BUCKET,
+        model=ModelSpec(),
+        pacing=PacingSpec(600_000, 1e9, 1),
+        backoff_base_s=10,
+        backoff_max_s=300,
+        model_error_max_attempts=3,
+        bedrock_read_timeout_s=50,
+        bedrock_max_attempts=2,
+        claim_lease_s=900,
+    )
+
+    def deliver(item: Item) -> Outcome:
+        message = ImageMessage(
+            BUCKET, item.key, item.etag, keys.encoded_key(item.key), 32, 18, "2026-12-01T00:00:00Z"
+        )
+        batch = worker.begin(settings, lambda: 100_000)
+        delivery = Delivery("m-" + item.etag, "r", message.to_json(), 1, None)
+        return batch.process(delivery).outcome
+
+    items = [world.seed(f"o{i}.jpg") for i in range(4)]
+    world.submit(world.request(items))
+    (created,) = world.bedrock.created
+    # While the job runs, an online delivery of any of its images makes no call
+    assert [deliver(i) for i in items] == [Outcome.BUSY] * 4
+    assert calls == []
+    unanswered = next(e.record_id for e in _index(world, created["jobName"]) if e.source_key == items[3].key)
+    world.bedrock.finish(world.s3, created["jobArn"], status="PartiallyCompleted", skip={unanswered})
+    world.collect(state_change_event(created["jobArn"], created["jobName"], "PartiallyCompleted"))
+    # After it: the batch-captioned ones are duplicates, the requeued one is captioned online once
+    assert [deliver(i) for i in items[:3]] == [Outcome.DUPLICATE] * 3
+    (requeued,) = world.messages()
+    assert requeued["source_key"] == items[3].key
+    assert deliver(items[3]) is Outcome.CAPTIONED
+    assert len(calls) == 1
+    assert world.caption(items[3])["caption"] == "an online caption"
+    assert "mode" not in world.caption(items[3])
