@@ -434,3 +434,23 @@ def test_given_the_real_online_consumer_then_batch_and_online_never_both_pay_for
     assert len(calls) == 1
     assert world.caption(items[3])["caption"] == "an online caption"
     assert "mode" not in world.caption(items[3])
+
+
+def test_given_two_collectors_then_one_settles_the_job_and_a_stale_lock_is_taken_over(world):
+    items = [world.seed(f"k{i}.jpg") for i in range(3)]
+    world.submit(world.request(items))
+    (created,) = world.bedrock.created
+    name = created["jobName"]
+    world.bedrock.finish(world.s3, created["jobArn"])
+    doc_key = records.job_document_key(name)
+    document = world.job_document(name)
+    # Given another collector holds the lock right now
+    world.store.put_json(doc_key, {**document, "state": "collecting", "collecting_since": time.time()})
+    (busy,) = world.collect({"source": "aws.events"})["collected"]
+    assert busy["busy"] is True
+    assert world.caption(items[0]) is None
+    # Given its holder died long ago (older than the function timeout)
+    world.store.put_json(doc_key, {**document, "state": "collecting", "collecting_since": time.time() - 3600})
+    (done,) = world.collect({"source": "aws.events"})["collected"]
+    assert done["collected"] is True
+    assert done["counts"] == {"captioned": 3}

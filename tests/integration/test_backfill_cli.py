@@ -125,3 +125,29 @@ def test_given_enough_images_then_a_request_starts_a_job_and_status_shows_it(cli
     (job,) = json.loads(out.getvalue())["jobs"]
     assert job["state"] == "running"
     assert job["records"] == 6
+
+
+def test_given_arguments_then_an_empty_prefix_is_refused_and_status_prints_one_line_per_job(cli):
+    import argparse
+
+    from imgcap.ops.aws import OpsError
+
+    world, ctx, out = cli
+    args = argparse.Namespace(
+        status=False, all_images=False, prefix="/", dry_run=True, max_images=None, json=False, concurrency=4
+    )
+    with pytest.raises(OpsError, match="--prefix is empty"):
+        backfill.command(ctx, args)
+    items = [world.seed(f"st{i}.jpg") for i in range(4)]
+    world.submit(world.request(items))
+    (job,) = world.bedrock.created
+    world.bedrock.finish(world.s3, job["jobArn"])
+    world.collect({"source": "aws.events"})
+    out.truncate(0)
+    out.seek(0)
+    assert backfill.command(ctx, argparse.Namespace(**{**vars(args), "status": True})) == 0
+    text = out.getvalue()
+    assert "1 backfill job(s), 0 not yet collected" in text
+    assert job["jobName"] in text
+    assert "captioned 4" in text
+    assert "at batch prices" in text
