@@ -55,10 +55,11 @@ class ImageCaptioningStack(Stack):
         }
         resize = ResizeStage(self, "ResizeStage", **stage_inputs)
         caption = CaptionStage(self, "CaptionStage", **stage_inputs)
-        BackfillStage(self, "BackfillStage", **stage_inputs)
+        backfill = BackfillStage(self, "BackfillStage", **stage_inputs)
         monitoring = Monitoring(
             self, "Monitoring", config=config, queues=queues, resize=resize, caption=caption
         )
+        backfill.add_alarms(config, monitoring.topic)
 
         outputs = {
             contract.OUTPUT_BUCKET: (

@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 from aws_cdk import Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -24,6 +26,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
@@ -135,6 +138,56 @@ class BackfillStage(Construct):
             rule.add_target(
                 targets.LambdaFunction(self.collect, dead_letter_queue=self.failure_queue, retry_attempts=4)
             )
+
+    # ------------------------------------------------------------------ alarms
+
+    def add_alarms(self, config: StackConfig, topic: sns.ITopic) -> list[cloudwatch.Alarm]:
+        """A collected job that Failed, was Stopped or Expired; a submit or event that kept failing."""
+        period = Duration.minutes(config.alarm_period_minutes)
+        failed_jobs = cloudwatch.Metric(
+            namespace=contract.METRICS_NAMESPACE,
+            metric_name=contract.BatchMetric.JOBS_FAILED,
+            dimensions_map={"service": contract.BACKFILL_SERVICE},
+            statistic="Sum",
+            period=period,
+            label="Batch jobs collected as Failed, Stopped or Expired",
+        )
+        failures = self.failure_queue.metric_approximate_number_of_messages_visible(
+            statistic="Maximum", period=period, label="Backfill submits or events that kept failing"
+        )
+        alarms = [
+            failed_jobs.create_alarm(
+                self,
+                "FailedJobsAlarm",
+                alarm_name=f"{config.stack_name}-Backfill-FailedJobs",
+                alarm_description=(
+                    "A backfill batch job ended Failed, Stopped or Expired: its unanswered records went "
+                    "to the online caption queue (on-demand price). `imgcap backfill --status` shows it."
+                ),
+                threshold=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                evaluation_periods=1,
+                datapoints_to_alarm=1,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+            failures.create_alarm(
+                self,
+                "FailuresAlarm",
+                alarm_name=f"{config.stack_name}-Backfill-Failures",
+                alarm_description=(
+                    "A backfill request or a job state change could not be handled after its retries "
+                    "(e.g. the per-model job quota): see the backfill failure queue, fix, run it again."
+                ),
+                threshold=0,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                evaluation_periods=1,
+                datapoints_to_alarm=1,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            ),
+        ]
+        for alarm in alarms:
+            alarm.add_alarm_action(cw_actions.SnsAction(topic))
+        return alarms
 
     # ------------------------------------------------------------------ pieces
 

@@ -809,6 +809,7 @@ def test_given_the_alarms_then_each_has_its_threshold_and_notifies_the_topic(syn
         synth.one("AWS::SQS::Queue", part)[0]
         for part in ("CaptionQueuesQueue", "DeadLetter", "ResizeStageFailure")
     )
+    backfill_failures = synth.one("AWS::SQS::Queue", "BackfillStageFailure")[0]
     expected = {
         ("ApproximateNumberOfMessagesVisible", "${" + dlq + ".QueueName}"): ("GreaterThanThreshold", 0, 1),
         ("ApproximateAgeOfOldestMessage", "${" + queue + ".QueueName}"): ("GreaterThanThreshold", 900, 1),
@@ -823,6 +824,13 @@ def test_given_the_alarms_then_each_has_its_threshold_and_notifies_the_topic(syn
         ("ModelConfigurationErrors", "caption"): ("GreaterThanOrEqualToThreshold", 1, 1),
         # Issue 13: with a backlog, the fleet cannot reach the target rate (2 of 3 periods).
         ("CapacityShortfall", "caption"): ("GreaterThanOrEqualToThreshold", 1, 3),
+        # the backfill stage's own (tests/infra/test_backfill_stage.py)
+        ("BatchJobsFailed", "backfill"): ("GreaterThanOrEqualToThreshold", 1, 1),
+        ("ApproximateNumberOfMessagesVisible", "${" + backfill_failures + ".QueueName}"): (
+            "GreaterThanThreshold",
+            0,
+            1,
+        ),
     }
     datapoints = {("CapacityShortfall", "caption"): 2}
     assert set(by_metric) == set(expected)
