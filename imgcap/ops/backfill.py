@@ -44,11 +44,19 @@ DESCRIPTION = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Found:
+    width: int
+    height: int
+    uploaded_at: str
+    made: tuple[str | None, int | None, int | None]  # resize policy, target width, height
+
+
 @dataclass(slots=True)
 class Selection:
     listed: int = 0
     selected: list[Item] = field(default_factory=list)
-    sizes: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # key -> (width, height, uploaded)
+    found: dict[str, Found] = field(default_factory=dict)  # what the online fallback's message needs
     skipped: dict[str, int] = field(default_factory=dict)
 
     def skip(self, reason: str) -> None:
@@ -101,7 +109,7 @@ def select(s3: Any, bucket: str, prefix: str, *, max_images: int | None, concurr
     errors = {o.key for o in list_objects(s3, bucket, keys.ERRORS_PREFIX + rel)}
     selection = Selection(listed=len(images))
 
-    def check(image: Any) -> str | tuple[int, int, str]:
+    def check(image: Any) -> str | Found:
         for record_key, is_final in (
             (keys.caption_key(image.key), lambda m: True),
             (keys.error_key(image.key), lambda m: m.get(STAGE_META) == CAPTION_STAGE),
@@ -119,7 +127,8 @@ def select(s3: Any, bucket: str, prefix: str, *, max_images: int | None, concurr
         stamp = (
             uploaded.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if uploaded else ""
         )
-        return int(meta.get("source-width", "0") or 0), int(meta.get("source-height", "0") or 0), stamp
+        width, height = int(meta.get("source-width", "0") or 0), int(meta.get("source-height", "0") or 0)
+        return Found(width, height, stamp, records.made_of(meta))
 
     for image, outcome in map_concurrently(check, images, concurrency):
         if isinstance(outcome, Exception):
@@ -130,7 +139,7 @@ def select(s3: Any, bucket: str, prefix: str, *, max_images: int | None, concurr
             selection.skip("over_max_images")
         else:
             selection.selected.append(Item(image.key, image.etag))
-            selection.sizes[image.key] = outcome
+            selection.found[image.key] = outcome
     return selection
 
 
@@ -248,15 +257,18 @@ def _send_online(ctx: OpsContext, selection: Selection) -> int:
     queue_url = ctx.stack.require_queue()
     sent = 0
     for item in selection.selected:
-        width, height, uploaded = selection.sizes[item.key]
+        found = selection.found[item.key]
         message = ImageMessage(
             bucket=ctx.stack.bucket,
             source_key=item.key,
             source_etag=item.etag,
             encoded_key=keys.encoded_key(item.key),
-            width=width,
-            height=height,
-            uploaded_at=uploaded or datetime.now(UTC).isoformat(timespec="seconds"),
+            width=found.width,
+            height=found.height,
+            uploaded_at=found.uploaded_at or datetime.now(UTC).isoformat(timespec="seconds"),
+            resize_policy=found.made[0],
+            target_width=found.made[1],
+            target_height=found.made[2],
         )
         ctx.clients.sqs.send_message(QueueUrl=queue_url, MessageBody=message.to_json())
         sent += 1

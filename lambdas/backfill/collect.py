@@ -336,6 +336,9 @@ def _message(bucket: str, entry: IndexEntry) -> ImageMessage:
         width=entry.width,
         height=entry.height,
         uploaded_at=entry.uploaded_at or utc_now_iso(),
+        resize_policy=entry.resize_policy,
+        target_width=entry.target_width,
+        target_height=entry.target_height,
     )
 
 

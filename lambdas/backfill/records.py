@@ -47,6 +47,10 @@ class IndexEntry:
     width: int = 0
     height: int = 0
     uploaded_at: str = ""
+    # What the encoded object says of how it was made (None where it says nothing), for the records.
+    resize_policy: str | None = None
+    target_width: int | None = None
+    target_height: int | None = None
 
     def to_line(self) -> bytes:
         return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
@@ -62,6 +66,16 @@ class IndexEntry:
             raise IndexError_(f"index line without record id, key or ETag: {line!r:.200}")
         keys.relative_path(entry.source_key)  # raises for a key outside images/
         return entry
+
+
+def made_of(metadata: dict[str, str]) -> tuple[str | None, int | None, int | None]:
+    """(policy, width, height) an encoded object's metadata gives; None where it gives nothing."""
+
+    def number(name: str) -> int | None:
+        value = metadata.get(name, "")
+        return int(value) if value.isdigit() and int(value) > 0 else None
+
+    return metadata.get("policy") or None, number("width"), number("height")
 
 
 def read_index(lines: Iterable[bytes]) -> dict[str, IndexEntry]:

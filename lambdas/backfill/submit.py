@@ -69,6 +69,7 @@ class Candidate:
     width: int
     height: int
     uploaded_at: str
+    made: tuple[str | None, int | None, int | None] = (None, None, None)  # policy, width, height
 
 
 @dataclass(slots=True)
@@ -189,6 +190,7 @@ class Submitter:
             width=int(encoded.metadata.get("source-width", "0") or 0),
             height=int(encoded.metadata.get("source-height", "0") or 0),
             uploaded_at=uploaded_at,
+            made=records.made_of(encoded.metadata),
         )
 
     def _own_claim(self, item: Item, holder: str) -> Claim | None:
@@ -307,6 +309,9 @@ class Submitter:
                 width=w.candidate.width,
                 height=w.candidate.height,
                 uploaded_at=w.candidate.uploaded_at,
+                resize_policy=w.candidate.made[0],
+                target_width=w.candidate.made[1],
+                target_height=w.candidate.made[2],
             )
             for w in written
         ]
@@ -369,6 +374,9 @@ class Submitter:
                 width=candidate.width,
                 height=candidate.height,
                 uploaded_at=candidate.uploaded_at,
+                resize_policy=candidate.made[0],
+                target_width=candidate.made[1],
+                target_height=candidate.made[2],
             )
             self._queue.send(message.to_json())
             result.online += 1

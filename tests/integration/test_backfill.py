@@ -33,6 +33,7 @@ from lambdas.shared.contract import BatchLimits
 from lambdas.shared.storage import S3Store, SqsQueue
 from tests.batch_fakes import FakeBedrockJobs, converse_answer, state_change_event
 from tests.lambda_context import FakeLambdaContext
+from tests.schemas import assert_valid
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +82,14 @@ class World:
                 Bucket=BUCKET,
                 Key=keys.encoded_key(key),
                 Body=PNG_B64,
-                Metadata={"source-etag": etag, "source-width": "32", "source-height": "18"},
+                Metadata={
+                    "source-etag": etag,
+                    "source-width": "64",
+                    "source-height": "36",
+                    "policy": "pad",
+                    "width": "32",
+                    "height": "18",
+                },
             )
         return Item(key, etag)
 
@@ -197,6 +205,9 @@ def test_given_a_request_when_submitted_and_the_job_completes_then_every_image_e
     assert collected["counts"] == {"captioned": 3, "error_record": 1, "superseded": 1, "requeued": 1}
     for item in (items[0], items[2], items[4]):
         caption = world.caption(item)
+        assert_valid("caption-record", caption, "a batch caption record")
+        assert caption["resize"] == {"policy": "pad", "width": 32, "height": 18}
+        assert (caption["source"]["width"], caption["source"]["height"]) == (64, 36)
         assert caption is not None
         assert caption["mode"] == "batch"
         assert caption["batch_job"] == name
@@ -204,11 +215,14 @@ def test_given_a_request_when_submitted_and_the_job_completes_then_every_image_e
         assert caption["caption"].startswith("caption R")
     assert world.caption(newer) == {"caption": "the new version"}  # the new version's caption wins
     error = world.error(items[3])
+    assert_valid("error-record", error, "a batch error record")
     assert error is not None
     assert error["error_code"] == "model_rejected"
     assert error["details"]["mode"] == "batch"
     assert world.caption(items[5]) is None
     (message,) = world.messages()
+    assert message["resize_policy"] == "pad"
+    assert (message["target_width"], message["target_height"], message["width"]) == (32, 18, 64)
     assert message["source_key"] == items[5].key
     assert message["source_etag"] == items[5].etag
     # ... and every claim of the job is released

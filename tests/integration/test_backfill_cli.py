@@ -104,7 +104,10 @@ def test_given_fewer_than_the_job_minimum_then_they_go_to_the_online_queue_and_i
     assert "fewer than a batch job's minimum of 4" in out.getvalue()
     messages = world.messages()
     assert sorted(m["source_key"] for m in messages) == sorted(i.key for i in items)
-    assert all(m["width"] == 32 and m["height"] == 18 for m in messages)
+    assert all(
+        (m["width"], m["height"], m["target_width"], m["resize_policy"]) == (64, 36, 32, "pad")
+        for m in messages
+    )
     assert world.keys("batch/") == []
 
 
