@@ -112,9 +112,9 @@ def test_given_fewer_than_the_job_minimum_then_they_go_to_the_online_queue_and_i
 
 
 def test_given_enough_images_then_a_request_starts_a_job_and_status_shows_it(cli):
-    world, ctx, out = cli
+    world, ctx, _ = cli
     _seed_mixed(world)
-    report = backfill.run(ctx, prefix="archive", dry_run=False, as_json_output=True)
+    report = backfill.run(ctx, prefix="archive", dry_run=False)
     assert report["mode"] == "batch"
     request = json.loads(world.s3.get_object(Bucket=BUCKET, Key=report["request_key"])["Body"].read())
     assert len(request["items"]) == 6
@@ -122,10 +122,7 @@ def test_given_enough_images_then_a_request_starts_a_job_and_status_shows_it(cli
     result = world.submit(report["request_key"])["results"][0]
     assert result["outcome"] == "submitted"
     assert result["records"] == 6
-    out.truncate(0)
-    out.seek(0)
-    backfill.status(ctx, as_json_output=True)
-    (job,) = json.loads(out.getvalue())["jobs"]
+    (job,) = backfill.status(ctx)
     assert job["state"] == "running"
     assert job["records"] == 6
 
@@ -140,7 +137,7 @@ def test_given_arguments_then_an_empty_prefix_is_refused_and_status_prints_one_l
         status=False, all_images=False, prefix="/", dry_run=True, max_images=None, json=False, concurrency=4
     )
     with pytest.raises(OpsError, match="--prefix is empty"):
-        backfill.command(ctx, args)
+        backfill.check_arguments(args)
     items = [world.seed(f"st{i}.jpg") for i in range(4)]
     world.submit(world.request(items))
     (job,) = world.bedrock.created
@@ -148,7 +145,9 @@ def test_given_arguments_then_an_empty_prefix_is_refused_and_status_prints_one_l
     world.collect({"source": "aws.events"})
     out.truncate(0)
     out.seek(0)
-    assert backfill.command(ctx, argparse.Namespace(**{**vars(args), "status": True})) == 0
+    code, data = backfill.command(ctx, argparse.Namespace(**{**vars(args), "status": True}))
+    assert code == 0
+    assert data["jobs"][0]["counts"] == {"captioned": 4}
     text = out.getvalue()
     assert "1 backfill job(s), 0 not yet collected" in text
     assert job["jobName"] in text
