@@ -167,15 +167,15 @@ def read_limits(ctx: OpsContext) -> tuple[contract.BatchLimits, bool]:
     return contract.parse_batch_limits(json.loads(value), label=f"SSM {name}:"), True
 
 
-def read_model(ctx: OpsContext) -> tuple[str, int]:
-    """(prompt, max-tokens) as deployed, for the estimate; the contract's defaults when unreadable."""
-    names = {f"{ctx.stack.ssm_prefix}/{n}": n for n in ("prompt", "max-tokens")}
+def read_model(ctx: OpsContext) -> tuple[str, int, str]:
+    """(prompt, max-tokens, model id) as deployed, for the estimate; the contract's defaults when absent."""
+    names = {f"{ctx.stack.ssm_prefix}/{n}": n for n in ("prompt", "max-tokens", "model-id")}
     found = {
         names[p["Name"]]: p["Value"] for p in ctx.clients.ssm.get_parameters(Names=list(names))["Parameters"]
     }
     prompt = found.get("prompt") or contract.SSM_DEFAULTS["prompt"]
     max_tokens = int(found.get("max-tokens") or contract.SSM_DEFAULTS["max-tokens"])
-    return prompt, max_tokens
+    return prompt, max_tokens, found.get("model-id") or contract.SSM_DEFAULTS["model-id"]
 
 
 # --------------------------------------------------------------------------- the command
@@ -192,9 +192,9 @@ def run(
     """Select, estimate, and (unless a dry run) start; returns the --json fields, prints lines."""
     s3, bucket = ctx.clients.s3, ctx.stack.bucket
     limits, deployed = read_limits(ctx)
-    prompt, max_tokens = read_model(ctx)
+    prompt, max_tokens, model_id = read_model(ctx)
     selection = select(s3, bucket, prefix, max_images=max_images, concurrency=concurrency)
-    cost = estimate(len(selection.selected), prompt, max_tokens)
+    cost = estimate(len(selection.selected), prompt, max_tokens, model_id)
     where = f"s3://{bucket}/{keys.IMAGES_PREFIX}{prefix + '/' if prefix else ''}"
     report: dict[str, Any] = {
         "where": where,
@@ -302,12 +302,16 @@ def status(ctx: OpsContext) -> list[dict[str, Any]]:
     rows = []
     for doc in documents:
         usage = doc.get("usage") or {}
-        batch_usd = contract.estimate_cost_usd(
-            int(usage.get("input_tokens", 0)),
-            int(usage.get("output_tokens", 0)),
-            contract.NOVA_PRO_BATCH_INPUT_PRICE_PER_1K,
-            contract.NOVA_PRO_BATCH_OUTPUT_PRICE_PER_1K,
-        )
+        model_id = str((doc.get("model") or {}).get("model_id") or contract.SSM_DEFAULTS["model-id"])
+        tokens_in, tokens_out = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+        batch_usd = contract.model_cost_usd(model_id, tokens_in, tokens_out, batch=True)
+        if batch_usd is None:
+            batch_usd = contract.estimate_cost_usd(
+                tokens_in,
+                tokens_out,
+                contract.NOVA_PRO_BATCH_INPUT_PRICE_PER_1K,
+                contract.NOVA_PRO_BATCH_OUTPUT_PRICE_PER_1K,
+            )
         rows.append(
             {
                 "job_name": doc.get("job_name"),

@@ -39,11 +39,12 @@ from lambdas.backfill import output, records
 from lambdas.backfill.adapters import BedrockJobs
 from lambdas.backfill.output import Kind, RecordResult
 from lambdas.backfill.records import IndexEntry
-from lambdas.backfill.submit import CAPTION_STAGE, spec_from_document
-from lambdas.caption import model
+from lambdas.backfill.settings import BatchModel
+from lambdas.backfill.submit import CAPTION_STAGE, model_from_document
+from lambdas.caption import model, prompts
 from lambdas.caption.claims import Claim, Claims
+from lambdas.caption.structured import InvalidStructuredOutput
 from lambdas.shared import keys
-from lambdas.shared.config import ModelSpec
 from lambdas.shared.contract import BATCH_JOBS_PREFIX
 from lambdas.shared.errors import ErrorCode, Rejection
 from lambdas.shared.observability import logger
@@ -148,7 +149,7 @@ class Collector:
         if lock_etag is None:
             return CollectResult(name, status, busy=True)
 
-        spec = spec_from_document(document["model"])
+        spec = model_from_document(document)
         index = records.read_index(self._files.lines(records.job_index_key(name)))
         stats = output.JoinStats()
         counts: Counter[str] = Counter()
@@ -206,7 +207,7 @@ class Collector:
         self,
         pool: ThreadPoolExecutor,
         pairs: Iterator[tuple[IndexEntry, RecordResult]],
-        spec: ModelSpec,
+        spec: BatchModel,
         name: str,
         tokens: list[int],
         counts: Counter[str],
@@ -235,7 +236,7 @@ class Collector:
     # ------------------------------------------------------------------ one record
 
     def _settle(
-        self, entry: IndexEntry, result: RecordResult, spec: ModelSpec, name: str, tokens: list[int]
+        self, entry: IndexEntry, result: RecordResult, spec: BatchModel, name: str, tokens: list[int]
     ) -> str:
         """One record's end; its claim is released after the record is stored (before a requeue)."""
         if result.kind is Kind.OUTPUT:
@@ -246,25 +247,31 @@ class Collector:
             outcome = self._error(entry, code, verdict.message, verdict.error_type, name)
         else:
             return self._requeue(entry)
-        self._release(entry)
+        if outcome != Settled.REQUEUED:  # a requeue released it already
+            self._release(entry)
         return outcome
 
     def _release(self, entry: IndexEntry) -> None:
         self._claims.release(Claim(keys.claim_key(entry.source_key, entry.source_etag), entry.claim_etag))
 
     def _caption(
-        self, entry: IndexEntry, response: Any, spec: ModelSpec, name: str, tokens: list[int]
+        self, entry: IndexEntry, response: Any, spec: BatchModel, name: str, tokens: list[int]
     ) -> str:
+        image_spec = prompts.spec_for_image(spec.spec, spec.rules, entry.source_key)  # as the job sent it
+        input_tokens, output_tokens, _ = model.usage_of(response)
+        with self._tokens_lock:  # paid for, whatever the answer turns out to be
+            tokens[0] += input_tokens
+            tokens[1] += output_tokens
         try:
-            answer = model.parse_response(response)
+            answer = model.parse_response(response, structured_output=image_spec.structured)
         except Rejection as rejection:
             return self._error(entry, rejection.code, rejection.message, rejection.error_type, name)
-        with self._tokens_lock:
-            tokens[0] += answer.input_tokens
-            tokens[1] += answer.output_tokens
+        except InvalidStructuredOutput:
+            # Online, this is retried like a model error and recorded after the allowed attempts.
+            return self._requeue(entry)
         record = model.caption_record(
             _message(self._store.bucket, entry),
-            spec,
+            image_spec,
             answer,
             latency_ms=0.0,
             receive_count=1,

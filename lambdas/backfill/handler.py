@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from lambdas.backfill.adapters import BedrockJobs, BotoBedrockJobs, S3Files
 from lambdas.backfill.collect import Collector, CollectResult
 from lambdas.backfill.requests import BackfillRequest, is_request_key
-from lambdas.backfill.settings import BackfillEnv, backfill_env, model_spec
+from lambdas.backfill.settings import BackfillEnv, BatchModel, backfill_env, model_spec
 from lambdas.backfill.submit import Submitter
 from lambdas.shared import aws
 from lambdas.shared.config import ModelSpec
@@ -39,7 +39,7 @@ class BackfillEnvironment:
         self,
         *,
         env: Callable[[], BackfillEnv] = backfill_env,
-        spec: Callable[[BackfillEnv], ModelSpec] = model_spec,
+        spec: Callable[[BackfillEnv], ModelSpec | BatchModel] = model_spec,
         s3: Callable[[], Any] = lambda: aws.client("s3"),
         jobs: Callable[[], BedrockJobs] = lambda: BotoBedrockJobs(aws.client("bedrock")),
         queue: Callable[[BackfillEnv], Queue] | None = None,

@@ -28,6 +28,7 @@ def model_input(spec: ModelSpec, png_base64: str) -> dict[str, Any]:
     """The Converse request body of one image, as JSON values."""
     request = converse_request(spec, b"")
     request.pop("modelId")
+    request.pop("serviceTier", None)  # a batch job is its own price tier
     request["messages"][0]["content"][0]["image"]["source"]["bytes"] = png_base64
     return request
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from lambdas.shared.config import ConfigError, ModelSpec, model_spec_from
+from lambdas.shared.config import ConfigError, FolderPrompt, ModelSpec, folder_prompts_from, model_spec_from
 from lambdas.shared.contract import (
     ENV_BATCH_LIMITS,
     ENV_BATCH_ROLE_ARN,
@@ -72,5 +72,14 @@ def backfill_env() -> BackfillEnv:
     return backfill_env_from(os.environ)
 
 
-def model_spec(env: BackfillEnv) -> ModelSpec:
-    return model_spec_from(ssm_values(env.ssm_prefix, env.ssm_max_age_s))
+@dataclass(frozen=True, slots=True)
+class BatchModel:
+    """The stack's model spec (a batch job has no service tier) and its folder prompt rules."""
+
+    spec: ModelSpec
+    rules: tuple[FolderPrompt, ...] = ()
+
+
+def model_spec(env: BackfillEnv) -> BatchModel:
+    values = ssm_values(env.ssm_prefix, env.ssm_max_age_s)
+    return BatchModel(replace(model_spec_from(values), service_tier="default"), folder_prompts_from(values))

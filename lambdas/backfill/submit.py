@@ -23,7 +23,8 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -31,11 +32,12 @@ from typing import Any
 from lambdas.backfill import jsonl, records
 from lambdas.backfill.adapters import BedrockJobs, FileSink
 from lambdas.backfill.requests import BackfillRequest, Item
-from lambdas.backfill.settings import BackfillEnv
+from lambdas.backfill.settings import BackfillEnv, BatchModel
+from lambdas.caption import prompts
 from lambdas.caption.claims import Claim, Claims
 from lambdas.caption.model import decode_png
 from lambdas.shared import keys
-from lambdas.shared.config import ModelSpec
+from lambdas.shared.config import FolderPrompt, ModelSpec
 from lambdas.shared.errors import Rejection
 from lambdas.shared.observability import logger
 from lambdas.shared.records import ImageMessage, error_record, utc_now_iso
@@ -95,14 +97,15 @@ class Submitter:
         jobs: BedrockJobs,
         queue: Queue,
         env: BackfillEnv,
-        spec: ModelSpec,
+        spec: ModelSpec | BatchModel,
         remaining_s: Callable[[], float],
         wall: Callable[[], float] = time.time,
         workers: int = CLAIM_WORKERS,
     ) -> None:
         self._store, self._files, self._jobs, self._queue = store, files, jobs, queue
         self.store = store  # the handler reads the request document through the same adapter
-        self._env, self._spec = env, spec
+        model = spec if isinstance(spec, BatchModel) else BatchModel(spec)
+        self._env, self._spec, self._rules = env, model.spec, model.rules
         self._limits = env.limits
         self._remaining_s = remaining_s
         self._wall = wall
@@ -231,7 +234,8 @@ class Submitter:
                 if encoded is None:
                     continue  # superseded or rejected: already released and counted
                 rid = records.record_id(len(written) + 1)
-                line = jsonl.batch_line(rid, self._spec, encoded)
+                image_spec = prompts.spec_for_image(self._spec, self._rules, candidate.item.key)
+                line = jsonl.batch_line(rid, image_spec, encoded)
                 del encoded
                 if self._remaining_s() < TIME_MARGIN_S:
                     decision = jsonl.Decision.JOB_FULL
@@ -332,6 +336,7 @@ class Submitter:
             "files": result.files,
             "bytes": result.bytes,
             "model": _spec_document(self._spec),
+            "prompt_rules": [asdict(rule) for rule in self._rules],
             "created_at": utc_now_iso(),
             "created_epoch": self._wall(),
         }
@@ -415,15 +420,12 @@ class _Written:
 
 
 def _spec_document(spec: ModelSpec) -> dict[str, Any]:
-    return {
-        "model_id": spec.model_id,
-        "prompt": spec.prompt,
-        "max_tokens": spec.max_tokens,
-        "temperature": spec.temperature,
-        "top_p": spec.top_p,
-        "top_k": spec.top_k,
-    }
+    return asdict(spec)
 
 
-def spec_from_document(document: dict[str, Any]) -> ModelSpec:
-    return ModelSpec(**document)
+def model_from_document(document: dict[str, Any]) -> BatchModel:
+    """The spec and folder rules the job was built with (the collector's records describe them)."""
+    fields = {f.name for f in dataclass_fields(ModelSpec)}
+    spec = ModelSpec(**{k: v for k, v in document["model"].items() if k in fields})
+    rules = tuple(FolderPrompt(**rule) for rule in document.get("prompt_rules", []))
+    return BatchModel(spec, rules)

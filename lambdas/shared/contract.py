@@ -564,6 +564,7 @@ def record_cost_usd(record: Mapping[str, object]) -> float | None:
         float(tokens[0]),  # type: ignore[arg-type]
         float(tokens[1]),  # type: ignore[arg-type]
         service_tier=tier if isinstance(tier, str) else "default",
+        batch=record.get("mode") == "batch",  # a backfill's caption (issue 16): the batch price
     )
 
 
@@ -764,12 +765,10 @@ def backfill_environment(
     return env
 
 
-# Batch price of Amazon Nova Pro, USD per 1,000 tokens: half the on-demand list price above
-# (Bedrock pricing: batch inference is offered at 50% of on-demand for supported models). Named for
-# the backfill only; a full per-model price table may replace it.
-NOVA_PRO_BATCH_DISCOUNT = 0.5
-NOVA_PRO_BATCH_INPUT_PRICE_PER_1K = NOVA_PRO_INPUT_PRICE_PER_1K * NOVA_PRO_BATCH_DISCOUNT
-NOVA_PRO_BATCH_OUTPUT_PRICE_PER_1K = NOVA_PRO_OUTPUT_PRICE_PER_1K * NOVA_PRO_BATCH_DISCOUNT
+# The backfill's fallback batch price (a model the price table does not know): Nova Pro's batch row
+# of MODEL_PRICES, per 1,000 tokens (half its on-demand price, as Bedrock prices batch inference).
+NOVA_PRO_BATCH_INPUT_PRICE_PER_1K = MODEL_PRICES["amazon.nova-pro-v1:0"].batch_input_per_1m / 1000
+NOVA_PRO_BATCH_OUTPUT_PRICE_PER_1K = MODEL_PRICES["amazon.nova-pro-v1:0"].batch_output_per_1m / 1000
 
 
 class BatchMetric:

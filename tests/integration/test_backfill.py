@@ -468,3 +468,22 @@ def test_given_two_collectors_then_one_settles_the_job_and_a_stale_lock_is_taken
     (done,) = world.collect({"source": "aws.events"})["collected"]
     assert done["collected"] is True
     assert done["counts"] == {"captioned": 3}
+
+
+def test_given_a_folder_prompt_then_the_job_sends_it_and_the_caption_record_says_so(world):
+    from lambdas.backfill.settings import BatchModel
+    from lambdas.shared.config import FolderPrompt
+
+    rule = FolderPrompt(folder="archive", prompt="Describe {filename} from the {folder} folder.")
+    world.environment.spec = lambda _env: BatchModel(ModelSpec(), (rule,))
+    items = [world.seed(f"fp{i}.jpg") for i in range(3)]
+    world.submit(world.request(items))
+    (created,) = world.bedrock.created
+    inputs = world.bedrock.finish(world.s3, created["jobArn"])
+    texts = {r["modelInput"]["messages"][0]["content"][1]["text"] for r in inputs}
+    assert texts == {f"Describe fp{i}.jpg from the archive folder." for i in range(3)}
+    world.collect(state_change_event(created["jobArn"], created["jobName"], "Completed"))
+    caption = world.caption(items[1])
+    assert caption["prompt"] == "Describe fp1.jpg from the archive folder."
+    assert caption["prompt_source"] == rule.source
+    assert_valid("caption-record", caption, "a batch caption record with a folder prompt")

@@ -247,3 +247,16 @@ def test_given_an_ordinary_claim_then_the_lease_rule_is_unchanged():
     assert first.take("images/a.jpg", "e1", "m1") is not None
     now[0] += 901
     assert Claims(store, lease_s=900, wall=lambda: now[0]).take("images/a.jpg", "e1", "m2") is not None
+
+
+def test_given_a_batch_caption_record_then_its_cost_is_at_the_batch_price():
+    record = {"model_id": "us.amazon.nova-pro-v1:0", "usage": {"input_tokens": 1_000_000, "output_tokens": 0}}
+    online = contract.record_cost_usd(record)
+    batch = contract.record_cost_usd({**record, "mode": "batch"})
+    assert online == pytest.approx(0.80)
+    assert batch == pytest.approx(0.40)
+
+
+def test_given_a_service_tier_then_the_batch_body_has_none():
+    body = jsonl.model_input(ModelSpec(service_tier="flex"), "AAAA")
+    assert "serviceTier" not in body
