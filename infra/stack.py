@@ -8,6 +8,7 @@ from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from infra.config import IMAGES_PREFIX, StackConfig
+from infra.constructs.backfill_stage import BackfillStage
 from infra.constructs.caption_stage import CaptionStage
 from infra.constructs.configuration import Configuration
 from infra.constructs.layer import DependenciesLayer, function_code
@@ -54,9 +55,11 @@ class ImageCaptioningStack(Stack):
         }
         resize = ResizeStage(self, "ResizeStage", **stage_inputs)
         caption = CaptionStage(self, "CaptionStage", **stage_inputs)
+        backfill = BackfillStage(self, "BackfillStage", **stage_inputs)
         monitoring = Monitoring(
             self, "Monitoring", config=config, queues=queues, resize=resize, caption=caption
         )
+        backfill.add_alarms(config, monitoring.topic)
 
         outputs = {
             contract.OUTPUT_BUCKET: (

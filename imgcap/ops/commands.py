@@ -360,6 +360,12 @@ def _smoke(ctx: OpsContext, args: argparse.Namespace) -> Outcome:
     return (EXIT_OK if result.passed else EXIT_FAILED), result.as_dict()
 
 
+def _backfill(ctx: OpsContext, args: argparse.Namespace) -> Outcome:
+    from imgcap.ops import backfill
+
+    return backfill.command(ctx, args)
+
+
 # -- registration -------------------------------------------------------------------------------
 def register(subparsers: Any) -> None:
     """Add the operator subcommands to ``imgcap``'s subparsers."""
@@ -613,3 +619,15 @@ def register(subparsers: Any) -> None:
         "--poll-interval", type=_positive_float, default=5.0, metavar="S", help="seconds between checks (5)"
     )
     p.add_argument("--keep", action="store_true", help="leave the smoke test's objects in the bucket")
+
+    from imgcap.ops import backfill
+
+    p = _add(
+        subparsers,
+        "backfill",
+        _backfill,
+        help_text="caption an archive with Bedrock batch inference (about half the on-demand price)",
+        description=backfill.DESCRIPTION,
+        check=backfill.check_arguments,
+    )
+    backfill.add_arguments(p)

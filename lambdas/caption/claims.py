@@ -35,15 +35,24 @@ class Claims:
         self._lease_s = lease_s
         self._wall = wall
 
-    def take(self, source_key: str, source_etag: str, message_id: str) -> Claim | None:
-        """Our claim, or None while a live one (younger than the lease) is held by anyone else."""
+    def take(
+        self, source_key: str, source_etag: str, message_id: str, hold_s: float | None = None
+    ) -> Claim | None:
+        """Our claim, or None while a live one (younger than the lease) is held by anyone else.
+
+        ``hold_s`` (a batch job's lifetime) keeps the claim live that long even past the lease:
+        its document says ``held_until``, which every taker honours.
+        """
         key = keys.claim_key(source_key, source_etag)
-        document = {
+        now = self._wall()
+        document: dict[str, object] = {
             "message_id": message_id,
-            "claimed_at": self._wall(),
+            "claimed_at": now,
             "source_key": source_key,
             "source_etag": source_etag,
         }
+        if hold_s is not None:
+            document["held_until"] = now + hold_s
         try:
             return Claim(key, self._store.put_json(key, document, if_none_match=True))
         except PreconditionFailed:
@@ -59,6 +68,8 @@ class Claims:
         claimed_at = claimed_at_of(raw)
         if claimed_at is not None and self._wall() - claimed_at <= self._lease_s:
             return None
+        if self._wall() < held_until_of(raw):
+            return None  # held by a running batch job
         try:
             etag = self._store.put_json(key, document, if_match=info.etag)
         except (PreconditionFailed, ObjectMissing):
@@ -84,3 +95,11 @@ def claimed_at_of(raw: bytes) -> float | None:
         return float(json.loads(raw)["claimed_at"])
     except (ValueError, TypeError, KeyError):
         return None
+
+
+def held_until_of(raw: bytes) -> float:
+    """Until when a batch job holds the claim (epoch seconds); 0 when not held by one."""
+    try:
+        return float(json.loads(raw).get("held_until") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return 0.0

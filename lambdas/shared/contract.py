@@ -21,6 +21,7 @@ from lambdas, and every part a second place to look for a shared name.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -563,6 +564,7 @@ def record_cost_usd(record: Mapping[str, object]) -> float | None:
         float(tokens[0]),  # type: ignore[arg-type]
         float(tokens[1]),  # type: ignore[arg-type]
         service_tier=tier if isinstance(tier, str) else "default",
+        batch=record.get("mode") == "batch",  # a backfill's caption (issue 16): the batch price
     )
 
 
@@ -653,3 +655,136 @@ def default_allowed_model_ids(model_id: str) -> tuple[str, ...]:
 def parse_model_id_list(raw: str) -> tuple[str, ...]:
     """``a, b ,c`` -> ("a", "b", "c"); empty items dropped, order kept, duplicates removed."""
     return tuple(dict.fromkeys(item.strip() for item in str(raw or "").split(",") if item.strip()))
+
+
+# --------------------------------------------------------------------------- batch backfill (issue 16)
+# `imgcap backfill` and lambdas/backfill: Bedrock batch inference (CreateModelInvocationJob with
+# modelInvocationType="Converse"). README "Backfills" cites the Bedrock pages behind each figure.
+
+BACKFILL_SERVICE = "backfill"
+BACKFILL_SUBMIT_HANDLER = "lambdas.backfill.handler.submit_handler"
+BACKFILL_COLLECT_HANDLER = "lambdas.backfill.handler.collect_handler"
+
+BATCH_PREFIX = "batch/"  # never under images/: nothing here triggers resize
+BATCH_REQUESTS_PREFIX = "batch/requests/"  # the CLI's selection; an ObjectCreated here starts a submit
+BATCH_INPUT_PREFIX = "batch/input/"  # JSONL files, read by the Bedrock service role only
+BATCH_OUTPUT_PREFIX = "batch/output/"  # <file>.jsonl.out + manifest.json.out, written by Bedrock
+BATCH_JOBS_PREFIX = "batch/jobs/"  # one job document + its record index (recordId -> key, ETag)
+
+SSM_BATCH_LIMITS_PARAM = "batch-limits"  # JSON of BatchLimits as deployed, for the CLI
+
+ENV_BATCH_ROLE_ARN = "BATCH_SERVICE_ROLE_ARN"
+ENV_BATCH_LIMITS = "BATCH_LIMITS_JSON"
+
+BATCH_EVENT_SOURCE = "aws.bedrock"
+BATCH_EVENT_DETAIL_TYPE = "Batch Inference Job State Change"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """Per-job limits of a backfill: Bedrock batch quotas (Service Quotas names in the README).
+
+    Defaults are the quotas observed for Nova Pro (issue 16) with margin: a job needs at least
+    ``min_records``; at most ``max_records_per_job`` records, ``max_records_per_file`` per JSONL
+    file, ``max_file_bytes`` per file and ``max_job_bytes`` per job. ``timeout_hours`` is the job's
+    ``timeoutDurationInHours``; a batch claim is held that long plus ``claim_margin_s``. Set each with
+    CDK context ``backfill<Field>`` (e.g. ``-c backfillMinRecords=100``), validated by
+    ``parse_batch_limits``.
+    """
+
+    min_records: int = 100
+    max_records_per_job: int = 50_000
+    max_records_per_file: int = 50_000
+    max_file_bytes: int = 1_000_000_000
+    max_job_bytes: int = 5_000_000_000
+    timeout_hours: int = 24
+    claim_margin_s: int = 3_600
+
+
+# field -> (CDK context key, lowest, highest)
+BATCH_LIMIT_RANGES: Mapping[str, tuple[str, int, int]] = MappingProxyType(
+    {
+        "min_records": ("backfillMinRecords", 1, 1_000_000),
+        "max_records_per_job": ("backfillMaxRecordsPerJob", 1, 10_000_000),
+        "max_records_per_file": ("backfillMaxRecordsPerFile", 1, 10_000_000),
+        "max_file_bytes": ("backfillMaxFileBytes", 1_000_000, 100_000_000_000),
+        "max_job_bytes": ("backfillMaxJobBytes", 1_000_000, 1_000_000_000_000),
+        "timeout_hours": ("backfillTimeoutHours", 24, 168),
+        "claim_margin_s": ("backfillClaimMarginSeconds", 0, 86_400),
+    }
+)
+
+
+def parse_batch_limits(values: Mapping[str, object], label: str = "context") -> BatchLimits:
+    """BatchLimits from ``{field or context key: value}``; missing ones keep their default."""
+    defaults = BatchLimits()
+    parsed: dict[str, int] = {}
+    for field_name, (context_key, lo, hi) in BATCH_LIMIT_RANGES.items():
+        raw = values.get(field_name, values.get(context_key))
+        if raw is None or str(raw).strip() == "":
+            parsed[field_name] = getattr(defaults, field_name)
+            continue
+        try:
+            number = int(str(raw).strip())
+        except ValueError as exc:
+            raise ContractError(f"{label} {context_key} must be a whole number, got {raw!r}") from exc
+        if not lo <= number <= hi:
+            raise ContractError(f"{label} {context_key} must be between {lo:,} and {hi:,}, got {raw!r}")
+        parsed[field_name] = number
+    limits = BatchLimits(**parsed)
+    if limits.min_records > limits.max_records_per_job:
+        raise ContractError(f"{label} backfillMinRecords must not exceed backfillMaxRecordsPerJob")
+    return limits
+
+
+def batch_limits_json(limits: BatchLimits) -> str:
+    return json.dumps({name: getattr(limits, name) for name in BATCH_LIMIT_RANGES}, sort_keys=True)
+
+
+def backfill_environment(
+    *,
+    bucket: str,
+    queue_url: str,
+    ssm_prefix: str,
+    ssm_max_age_s: int,
+    log_level: str,
+    role_arn: str,
+    limits: BatchLimits,
+) -> dict[str, str]:
+    """The backfill functions' environment (submit and collect share it)."""
+    env = common_environment(
+        service=BACKFILL_SERVICE,
+        bucket=bucket,
+        ssm_prefix=ssm_prefix,
+        ssm_max_age_s=ssm_max_age_s,
+        log_level=log_level,
+    )
+    env.update(
+        {ENV_QUEUE_URL: queue_url, ENV_BATCH_ROLE_ARN: role_arn, ENV_BATCH_LIMITS: batch_limits_json(limits)}
+    )
+    return env
+
+
+# The backfill's fallback batch price (a model the price table does not know): Nova Pro's batch row
+# of MODEL_PRICES, per 1,000 tokens (half its on-demand price, as Bedrock prices batch inference).
+NOVA_PRO_BATCH_INPUT_PRICE_PER_1K = MODEL_PRICES["amazon.nova-pro-v1:0"].batch_input_per_1m / 1000
+NOVA_PRO_BATCH_OUTPUT_PRICE_PER_1K = MODEL_PRICES["amazon.nova-pro-v1:0"].batch_output_per_1m / 1000
+
+
+class BatchMetric:
+    """Backfill metric names (EMF, namespace ``METRICS_NAMESPACE``, dimension service=backfill)."""
+
+    JOBS_SUBMITTED = "BatchJobsSubmitted"
+    JOBS_COLLECTED = "BatchJobsCollected"
+    JOBS_FAILED = "BatchJobsFailed"  # collected in Failed, Stopped or Expired: an alarm candidate
+    IMAGES_SENT_ONLINE = "BatchImagesSentOnline"  # fewer than the job minimum
+    RECORDS_CAPTIONED = "BatchRecordsCaptioned"
+    RECORDS_DUPLICATE = "BatchRecordsDuplicate"
+    RECORDS_SUPERSEDED = "BatchRecordsSuperseded"
+    RECORDS_ERROR_RECORD = "BatchRecordsErrorRecord"
+    RECORDS_REQUEUED = "BatchRecordsRequeued"
+    INPUT_TOKENS = "BatchInputTokens"
+    OUTPUT_TOKENS = "BatchOutputTokens"
+
+
+BATCH_FAILED_STATUSES = ("Failed", "Stopped", "Expired")

@@ -313,7 +313,9 @@ def test_given_destroy_on_removal_then_buckets_are_deleted_with_their_objects(al
 def test_given_the_upload_notification_then_only_object_created_under_images_triggers_resize(synth):
     config = synth.props("Custom::S3BucketNotifications")["NotificationConfiguration"]
     assert set(config) == {"LambdaFunctionConfigurations"}
-    (only,) = config["LambdaFunctionConfigurations"]
+    resize_arn = {"Fn::GetAtt": [synth.function("Resize")[0], "Arn"]}
+    # The backfill's own notification (batch/requests/, tests/infra/test_backfill_stage.py) is the other one.
+    (only,) = [c for c in config["LambdaFunctionConfigurations"] if c["LambdaFunctionArn"] == resize_arn]
     assert only["Events"] == ["s3:ObjectCreated:*"]
     assert only["Filter"] == {"Key": {"FilterRules": [{"Name": "prefix", "Value": "images/"}]}}
     assert only["LambdaFunctionArn"] == {"Fn::GetAtt": [synth.function("Resize")[0], "Arn"]}
@@ -369,8 +371,8 @@ def test_given_the_event_source_then_small_batches_partial_failures_and_max_conc
 
 
 def test_given_the_resize_function_then_failed_async_events_are_kept_on_an_encrypted_queue(synth):
-    config = synth.props("AWS::Lambda::EventInvokeConfig")
-    failure_queue_id, failure_queue = synth.one("AWS::SQS::Queue", "FailureQueue")
+    config = synth.props("AWS::Lambda::EventInvokeConfig", "ResizeStage")
+    failure_queue_id, failure_queue = synth.one("AWS::SQS::Queue", "ResizeStageFailureQueue")
     assert config["FunctionName"] == {"Ref": synth.function("Resize")[0]}
     assert config["MaximumRetryAttempts"] == 2
     assert config["MaximumEventAgeInSeconds"] == 6 * 3600
@@ -626,7 +628,8 @@ def test_given_the_ssm_parameters_then_every_tunable_has_the_lambda_default_and_
     assert params[f"/ImageCaptioning/{SSM_DLQ_URL_PARAM}"]["Value"] == {
         "Ref": synth.one("AWS::SQS::Queue", "DeadLetterQueue")[0]
     }
-    assert len(params) == len(SSM_DEFAULTS) + 3
+    # + the bucket, queue and DLQ facts, and the backfill's batch limits (test_backfill_stage.py)
+    assert len(params) == len(SSM_DEFAULTS) + 4
 
 
 def test_given_context_overrides_then_parameters_and_prefix_follow_them(alt_synth):
@@ -803,8 +806,10 @@ def test_given_the_alarms_then_each_has_its_threshold_and_notifies_the_topic(syn
         for a in alarms.values()
     }
     queue, dlq, failures = (
-        synth.one("AWS::SQS::Queue", part)[0] for part in ("CaptionQueuesQueue", "DeadLetter", "Failure")
+        synth.one("AWS::SQS::Queue", part)[0]
+        for part in ("CaptionQueuesQueue", "DeadLetter", "ResizeStageFailure")
     )
+    backfill_failures = synth.one("AWS::SQS::Queue", "BackfillStageFailure")[0]
     expected = {
         ("ApproximateNumberOfMessagesVisible", "${" + dlq + ".QueueName}"): ("GreaterThanThreshold", 0, 1),
         ("ApproximateAgeOfOldestMessage", "${" + queue + ".QueueName}"): ("GreaterThanThreshold", 900, 1),
@@ -819,6 +824,13 @@ def test_given_the_alarms_then_each_has_its_threshold_and_notifies_the_topic(syn
         ("ModelConfigurationErrors", "caption"): ("GreaterThanOrEqualToThreshold", 1, 1),
         # Issue 13: with a backlog, the fleet cannot reach the target rate (2 of 3 periods).
         ("CapacityShortfall", "caption"): ("GreaterThanOrEqualToThreshold", 1, 3),
+        # the backfill stage's own (tests/infra/test_backfill_stage.py)
+        ("BatchJobsFailed", "backfill"): ("GreaterThanOrEqualToThreshold", 1, 1),
+        ("ApproximateNumberOfMessagesVisible", "${" + backfill_failures + ".QueueName}"): (
+            "GreaterThanThreshold",
+            0,
+            1,
+        ),
     }
     datapoints = {("CapacityShortfall", "caption"): 2}
     assert set(by_metric) == set(expected)

@@ -29,6 +29,7 @@ DOMAIN = [
     "lambdas/shared/records.py",
     "lambdas/shared/config.py",
     "lambdas/shared/contract.py",
+    *(f"lambdas/backfill/{m}.py" for m in ("jsonl", "output", "records", "estimate", "requests")),
     *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "lambdas/resize/imaging").glob("*.py")),
 ]
 

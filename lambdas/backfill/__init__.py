@@ -1,0 +1,1 @@
+"""Backfill stage: caption large image sets with Bedrock batch inference (README "Backfills")."""
