@@ -59,9 +59,11 @@ def test_other_cells_are_written_as_they_are(value: object) -> None:
     assert csv_cell(value) == value
 
 
-def test_none_is_an_empty_cell_and_a_list_is_a_json_array_escaped_as_text() -> None:
+def test_none_is_an_empty_cell_tags_one_joined_cell_and_other_lists_a_json_array() -> None:
     assert csv_cell(None) == ""
-    assert csv_cell(["cat", "sofa"]) == '["cat", "sofa"]'
+    assert csv_cell(["cat", "sofa"]) == "cat;sofa"  # tags (issue 15): one cell, ";"-joined
+    assert csv_cell(["=cmd", "sofa"]) == "'=cmd;sofa"  # and still escaped when it starts a formula
+    assert csv_cell([1, 2]) == "[1, 2]"
 
 
 def test_flatten_joins_nested_names_and_keeps_usage_names() -> None:
@@ -112,7 +114,7 @@ def test_csv_escapes_formulas_and_round_trips_everything_else() -> None:
     caption, error = table
     assert caption["caption"] == "'" + RECORD["caption"]
     assert error["error_message"] == "'-cannot identify image file"
-    assert caption["tags"] == '["cat", "+sofa"]'  # starts with '[': not a formula
+    assert caption["tags"] == "cat;+sofa"  # starts with 'c': not a formula
     assert caption["input_tokens"] == "1600"
     assert caption["image_key"] == "images/a.png"
     assert error["caption"] == ""
