@@ -193,6 +193,8 @@ class IndexWorker:
             for job in jobs:
                 result.caption_keys.append(job.caption_key)
                 key = vector_key(job.caption_key)
+                if key in decisions or key in mine:
+                    continue  # decided from the current objects already in this batch: no second call
                 decision = self._job(job, delivery.message_id, result, time_left_s)
                 if decision is not None:
                     mine[key] = decision

@@ -312,7 +312,11 @@ def test_given_destroy_on_removal_then_buckets_are_deleted_with_their_objects(al
 
 def test_given_the_upload_notification_then_only_object_created_under_images_triggers_resize(synth):
     config = synth.props("Custom::S3BucketNotifications")["NotificationConfiguration"]
-    assert set(config) == {"LambdaFunctionConfigurations"}
+    assert set(config) <= {"LambdaFunctionConfigurations", "QueueConfigurations"}  # queue: search stage
+    assert not any(
+        "ObjectCreated" in c["Events"][0] and "images/" in json.dumps(c)
+        for c in config.get("QueueConfigurations", [])
+    )
     (only,) = config["LambdaFunctionConfigurations"]
     assert only["Events"] == ["s3:ObjectCreated:*"]
     assert only["Filter"] == {"Key": {"FilterRules": [{"Name": "prefix", "Value": "images/"}]}}
@@ -324,7 +328,7 @@ def test_given_the_upload_notification_then_only_object_created_under_images_tri
 
 def test_given_the_caption_queue_then_dlq_redrive_visibility_and_retention_hold(synth):
     queue_id, queue = synth.one("AWS::SQS::Queue", "CaptionQueuesQueue")
-    dlq_id, dlq = synth.one("AWS::SQS::Queue", "DeadLetterQueue")
+    dlq_id, dlq = synth.one("AWS::SQS::Queue", "CaptionQueuesDeadLetterQueue")
     caption_timeout = synth.function("Caption")[1]["Properties"]["Timeout"]
     redrive = queue["Properties"]["RedrivePolicy"]
     assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq_id, "Arn"]}
@@ -355,7 +359,7 @@ def test_given_every_queue_then_it_is_encrypted_and_ssl_only(synth):
 def test_given_the_event_source_then_small_batches_partial_failures_and_max_concurrency(synth, alt_synth):
     # Default: `auto` = ceil(100 rpm / 60 x 4.0 s x 1.25) = 9; the alternative context says 4.
     for template, concurrency in ((synth, 9), (alt_synth, 4)):
-        mapping = template.props("AWS::Lambda::EventSourceMapping")
+        mapping = template.props("AWS::Lambda::EventSourceMapping", "CaptionStage")
         function_id, function = template.function("Caption")
         assert mapping["FunctionName"] == {"Ref": function_id}
         assert mapping["EventSourceArn"] == {
@@ -624,7 +628,7 @@ def test_given_the_ssm_parameters_then_every_tunable_has_the_lambda_default_and_
         "Ref": synth.one("AWS::SQS::Queue", "CaptionQueuesQueue")[0]
     }
     assert params[f"/ImageCaptioning/{SSM_DLQ_URL_PARAM}"]["Value"] == {
-        "Ref": synth.one("AWS::SQS::Queue", "DeadLetterQueue")[0]
+        "Ref": synth.one("AWS::SQS::Queue", "CaptionQueuesDeadLetterQueue")[0]
     }
     assert len(params) == len(SSM_DEFAULTS) + 3
 
@@ -896,7 +900,7 @@ def test_given_the_outputs_then_all_stable_ids_are_present(synth):
     assert outputs["SsmPrefix"]["Value"] == "/ImageCaptioning"
     assert outputs["BucketName"]["Value"] == {"Ref": synth.one("AWS::S3::Bucket", "StorageBucket")[0]}
     assert outputs["DeadLetterQueueUrl"]["Value"] == {
-        "Ref": synth.one("AWS::SQS::Queue", "DeadLetterQueue")[0]
+        "Ref": synth.one("AWS::SQS::Queue", "CaptionQueuesDeadLetterQueue")[0]
     }
 
 
