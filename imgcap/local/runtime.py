@@ -36,6 +36,7 @@ from imgcap.local.functions import (
     RESIZE_SERVICE,
     check_handlers,
     function_specs,
+    runtime_environment,
     ssm_tunables,
 )
 from imgcap.local.ledger import Ledger, Uploader, collect_files
@@ -48,6 +49,7 @@ from imgcap.local.options import (
     check_bedrock_credentials,
 )
 from imgcap.local.provision import LocalStack, provision
+from imgcap.local.search import IndexRunner, index_function_spec, provision_search, vectors_server
 from imgcap.local.servers import endpoint_environment
 from imgcap.local.standin import BedrockStandin
 from imgcap.local.summary import build_summary, done_line, prepare_out, rate_text, rates, write_outputs
@@ -70,6 +72,8 @@ class _Run:
         self.metrics = MetricTotals()
         self.logs = LogSink(options.out / "logs", self.metrics)
         self.standin: BedrockStandin | None = None
+        self.vectors_url: str | None = None  # the S3 Vectors stand-in (search on)
+        self.index: IndexRunner | None = None
         self.started = time.monotonic()
         self.waited_s: float | None = None  # start to the live line's last update (the rates' window)
         self.on_summary: Callable[[dict[str, Any]], None] | None = None  # e.g. --json printing it
@@ -120,8 +124,9 @@ def run_local(
     run = _Run(options, stream)
     run.on_summary = on_summary
     try:
-        with servers(options) as (moto_url, standin):
+        with servers(options) as (moto_url, standin), vectors_server(options.search) as vectors_url:
             run.standin = standin
+            run.vectors_url = vectors_url
             return _run_on_servers(run, files, moto_url, standin)
     finally:
         run.logs.close()
@@ -143,7 +148,16 @@ def _run_on_servers(
         visibility_timeout_s=tuning.queue_visibility_timeout_s,
     )
     endpoints = endpoint_environment(moto_url, standin.url if standin else None)
+    if run.vectors_url:
+        endpoints["AWS_ENDPOINT_URL_S3VECTORS"] = run.vectors_url
     resize_spec, caption_spec = function_specs(options, stack, endpoints)
+    if run.vectors_url:  # the search stage: index queue, notifications, vector index, index function
+        vectors = make("s3vectors", run.vectors_url)
+        search = provision_search(s3=s3, sqs=sqs, ssm=ssm, s3vectors=vectors, stack=stack)
+        spec = index_function_spec(stack, search, runtime_environment(options, endpoints))
+        run.index = IndexRunner(
+            sqs=sqs, search=search, spec=spec, on_result=lambda o, e, v: run.logs.add("index", o)
+        )
     resize_pool = WorkerPool(resize_spec, tuning.resize_concurrency)
     caption_pool = WorkerPool(caption_spec, options.workers)
     pump = S3EventPump(
@@ -173,6 +187,8 @@ def _run_on_servers(
     uploader = Uploader(ledger)
     pump.start()
     source.start()
+    if run.index is not None:
+        run.index.start()
     try:
         run.say(
             f"imgcap local: {len(files)} file(s), captioner={options.captioner}{_latency_note(options)}, "
@@ -218,13 +234,16 @@ def _run_on_servers(
             run.on_summary(summary)
         if keep:
             follower = Follower(ledger, s3, stack.bucket, run.stream)
+            extra = {"AWS_ENDPOINT_URL_S3VECTORS": run.vectors_url} if run.vectors_url else None
             try:
-                keep_running(run.say, moto_url, standin, stack, tick=follower.tick)
+                keep_running(run.say, moto_url, standin, stack, tick=follower.tick, extra_env=extra)
             finally:
                 follower.close()
         return LocalResult(summary=summary, out=options.out, report=report)
     finally:
         _stop_event_sources(pump, source, 1.0)
+        if run.index is not None:
+            run.index.stop(2.0)
         resize_pool.close()
         caption_pool.close()
 
@@ -244,6 +263,11 @@ def _never_uploaded(files: Sequence[tuple[str, Path]], ledger: Ledger, uploader:
     """Files the uploader had not stored (nor failed to store) when the run stopped waiting."""
     failed = {k for k, _ in uploader.errors}
     return [k for k, _ in files if k not in ledger.uploads and k not in failed]
+
+
+def _index_quiet(index: IndexRunner, sqs: Any) -> bool:
+    """Every caption indexed (or in the index DLQ): nothing queued or running in the index stage."""
+    return index.in_flight == 0 and queue_depth(sqs, index.search.queue_url).total == 0
 
 
 def _stop_event_sources(pump: S3EventPump, source: SqsEventSource, grace_s: float) -> None:
@@ -312,6 +336,7 @@ def _wait_until_final(
                         and source.in_flight == 0
                         and queue_depth(sqs, stack.events_queue_url).total == 0
                         and queue_depth(sqs, stack.queue_url).total == 0
+                        and (run.index is None or _index_quiet(run.index, sqs))
                     )
                     if quiet or now - all_final_at >= options.settle_s:
                         return False
