@@ -630,7 +630,8 @@ def test_given_the_ssm_parameters_then_every_tunable_has_the_lambda_default_and_
     assert params[f"/ImageCaptioning/{SSM_DLQ_URL_PARAM}"]["Value"] == {
         "Ref": synth.one("AWS::SQS::Queue", "CaptionQueuesDeadLetterQueue")[0]
     }
-    assert len(params) == len(SSM_DEFAULTS) + 3
+    search_facts = 8  # the search stage's (tests/infra/test_search_stage.py)
+    assert len(params) == len(SSM_DEFAULTS) + 3 + search_facts
 
 
 def test_given_context_overrides_then_parameters_and_prefix_follow_them(alt_synth):
@@ -807,7 +808,7 @@ def test_given_the_alarms_then_each_has_its_threshold_and_notifies_the_topic(syn
         for a in alarms.values()
     }
     queue, dlq, failures = (
-        synth.one("AWS::SQS::Queue", part)[0] for part in ("CaptionQueuesQueue", "DeadLetter", "Failure")
+        synth.one("AWS::SQS::Queue", part)[0] for part in ("CaptionQueuesQueue", "CaptionQueuesDeadLetter", "Failure")
     )
     expected = {
         ("ApproximateNumberOfMessagesVisible", "${" + dlq + ".QueueName}"): ("GreaterThanThreshold", 0, 1),
