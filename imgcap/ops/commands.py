@@ -613,3 +613,7 @@ def register(subparsers: Any) -> None:
         "--poll-interval", type=_positive_float, default=5.0, metavar="S", help="seconds between checks (5)"
     )
     p.add_argument("--keep", action="store_true", help="leave the smoke test's objects in the bucket")
+
+    from imgcap.ops import search  # issue 17: `imgcap search`, `imgcap reindex`
+
+    search.register(subparsers, _add, _positive_int)
