@@ -29,6 +29,8 @@ DOMAIN = [
     "lambdas/shared/records.py",
     "lambdas/shared/config.py",
     "lambdas/shared/contract.py",
+    "lambdas/index/domain.py",
+    "lambdas/index/embeddings.py",
     *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "lambdas/resize/imaging").glob("*.py")),
 ]
 
