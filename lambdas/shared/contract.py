@@ -477,9 +477,7 @@ def check_embedding_model(model_id: str, dimension: int) -> None:
         known = ", ".join(EMBEDDING_DIMENSIONS)
         raise ContractError(f"embedding model must be one of {known}, got {model_id!r}")
     if dimension not in dims:
-        raise ContractError(
-            f"{model_id} produces {', '.join(map(str, dims))} dimensions, not {dimension}"
-        )
+        raise ContractError(f"{model_id} produces {', '.join(map(str, dims))} dimensions, not {dimension}")
 
 
 class IndexMetric:

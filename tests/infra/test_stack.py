@@ -808,7 +808,8 @@ def test_given_the_alarms_then_each_has_its_threshold_and_notifies_the_topic(syn
         for a in alarms.values()
     }
     queue, dlq, failures = (
-        synth.one("AWS::SQS::Queue", part)[0] for part in ("CaptionQueuesQueue", "CaptionQueuesDeadLetter", "Failure")
+        synth.one("AWS::SQS::Queue", part)[0]
+        for part in ("CaptionQueuesQueue", "CaptionQueuesDeadLetter", "Failure")
     )
     expected = {
         ("ApproximateNumberOfMessagesVisible", "${" + dlq + ".QueueName}"): ("GreaterThanThreshold", 0, 1),
