@@ -84,10 +84,11 @@ class ImageCaptioningStack(Stack):
             value, description = outputs[output_id]
             CfnOutput(self, output_id, value=value, description=description)
         if config.search.enabled:  # -c search=false: no index, queue, function, parameters or outputs
-            self._search(config, storage, code, layer)
+            self._search(config, storage, code, layer, monitoring.topic)
 
-    def _search(self, config: StackConfig, storage: Storage, code: Any, layer: Any) -> None:
+    def _search(self, config: StackConfig, storage: Storage, code: Any, layer: Any, topic: Any) -> None:
         search = SearchStage(self, "SearchStage", config=config, storage=storage, code=code, layer=layer)
+        search.alarm_to(topic, config)
         outputs = {
             contract.OUTPUT_VECTOR_BUCKET: (search.vector_bucket_name, "S3 Vectors vector bucket"),
             contract.OUTPUT_INDEX_NAME: (search.index_name, "S3 Vectors index (one vector per image)"),

@@ -49,7 +49,13 @@ from imgcap.local.options import (
     check_bedrock_credentials,
 )
 from imgcap.local.provision import LocalStack, provision
-from imgcap.local.search import IndexRunner, index_function_spec, provision_search, vectors_server
+from imgcap.local.search import (
+    IndexRunner,
+    index_function_spec,
+    provision_search,
+    search_summary,
+    vectors_server,
+)
 from imgcap.local.servers import endpoint_environment
 from imgcap.local.standin import BedrockStandin
 from imgcap.local.summary import build_summary, done_line, prepare_out, rate_text, rates, write_outputs
@@ -151,13 +157,7 @@ def _run_on_servers(
     if run.vectors_url:
         endpoints["AWS_ENDPOINT_URL_S3VECTORS"] = run.vectors_url
     resize_spec, caption_spec = function_specs(options, stack, endpoints)
-    if run.vectors_url:  # the search stage: index queue, notifications, vector index, index function
-        vectors = make("s3vectors", run.vectors_url)
-        search = provision_search(s3=s3, sqs=sqs, ssm=ssm, s3vectors=vectors, stack=stack)
-        spec = index_function_spec(stack, search, runtime_environment(options, endpoints))
-        run.index = IndexRunner(
-            sqs=sqs, search=search, spec=spec, on_result=lambda o, e, v: run.logs.add("index", o)
-        )
+    _prepare_search(run, stack, endpoints, make)
     resize_pool = WorkerPool(resize_spec, tuning.resize_concurrency)
     caption_pool = WorkerPool(caption_spec, options.workers)
     pump = S3EventPump(
@@ -227,8 +227,11 @@ def _run_on_servers(
             work_in_flight=in_flight,
             never_uploaded=_never_uploaded(files, ledger, uploader),
         )
+        if run.index is not None:
+            summary["search"] = search_summary(make("s3vectors", run.vectors_url), sqs, run.index.search)
         report = write_outputs(options.out, options.images, ledger, summary, s3, stack.bucket)
         run.say(done_line(summary))
+        _say_search(run, summary)
         run.say(f"summary: {(options.out / 'summary.json').resolve()}\nreport:  {report.resolve()}")
         if run.on_summary is not None:
             run.on_summary(summary)
@@ -263,6 +266,25 @@ def _never_uploaded(files: Sequence[tuple[str, Path]], ledger: Ledger, uploader:
     """Files the uploader had not stored (nor failed to store) when the run stopped waiting."""
     failed = {k for k, _ in uploader.errors}
     return [k for k, _ in files if k not in ledger.uploads and k not in failed]
+
+
+def _prepare_search(run: _Run, stack: LocalStack, endpoints: dict[str, str], make: Any) -> None:
+    """The search stage (search on): index queue, notifications, vector index, index function."""
+    if not run.vectors_url:
+        return
+    s3, sqs, ssm = make("s3"), make("sqs"), make("ssm")
+    vectors = make("s3vectors", run.vectors_url)
+    search = provision_search(s3=s3, sqs=sqs, ssm=ssm, s3vectors=vectors, stack=stack)
+    spec = index_function_spec(stack, search, runtime_environment(run.options, endpoints))
+    run.index = IndexRunner(
+        sqs=sqs, search=search, spec=spec, on_result=lambda o, e, v: run.logs.add("index", o)
+    )
+
+
+def _say_search(run: _Run, summary: dict[str, Any]) -> None:
+    found = summary.get("search")
+    if found:
+        run.say(f"search: {found['vectors']} vector(s) in {found['index']} ({found['embedding_model']})")
 
 
 def _index_quiet(index: IndexRunner, sqs: Any) -> bool:

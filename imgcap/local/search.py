@@ -228,3 +228,18 @@ def vectors_server(enabled: bool) -> Iterator[str | None]:
 
     with VectorsStandin().serve() as standin:
         yield standin.url
+
+
+def search_summary(s3vectors: Any, sqs: Any, search: SearchStack) -> dict[str, Any]:
+    """What summary.json says about the index at the end of a run."""
+    from imgcap.ops.status import queue_depth
+    from lambdas.index.vectors import VectorIndex
+
+    vectors = sum(1 for _ in VectorIndex(s3vectors, search.vector_bucket, search.index_name).entries())
+    return {
+        "index": f"{search.vector_bucket}/{search.index_name}",
+        "embedding_model": search.embedding_model_id,
+        "vectors": vectors,
+        "index_queue": queue_depth(sqs, search.queue_url).total,
+        "index_dead_letter_queue": queue_depth(sqs, search.dlq_url).total,
+    }

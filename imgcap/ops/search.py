@@ -210,7 +210,7 @@ def gallery(ctx: OpsContext, document: dict[str, Any]) -> str:
         image = ""
         try:
             encoded = read_bytes(ctx.clients.s3, ctx.stack.bucket, keys.encoded_key(row["key"]))
-        except (keys.KeyError_, Exception):  # no preview is not a failure of the search
+        except Exception:  # a missing or unreadable preview is not a failure of the search
             encoded = None
         if encoded:
             try:
@@ -311,7 +311,7 @@ def index_status(ctx: OpsContext) -> IndexStatus | None:
     facts = search_facts(ctx)
     if facts is None:
         return None
-    vectors = dict(_index(ctx, facts).keys())
+    vectors = dict(_index(ctx, facts).entries())
     captions = [
         o
         for o in list_objects(ctx.clients.s3, ctx.stack.bucket, keys.CAPTIONS_PREFIX)

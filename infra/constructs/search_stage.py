@@ -16,12 +16,15 @@
 from __future__ import annotations
 
 from aws_cdk import CfnResource, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_notifications as s3n
 from aws_cdk import aws_s3vectors as s3vectors
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
@@ -121,6 +124,29 @@ class SearchStage(Construct):
             )
         )
         self._facts(config)
+
+    def alarm_to(self, topic: sns.ITopic, config: StackConfig) -> cloudwatch.Alarm:
+        """Anything in the index DLQ: embeddings or S3 Vectors kept failing; fix, then `imgcap reindex`."""
+        alarm = cloudwatch.Alarm(
+            self,
+            "DeadLetterAlarm",
+            alarm_name=f"{config.stack_name}-index-dlq-not-empty",
+            alarm_description=(
+                "Index messages reached the index DLQ (embeddings throttled or failing, or S3 Vectors "
+                "refusing writes, for 8 receives). Captions are unaffected; fix the cause (imgcap "
+                "status, the index function's logs), then run `imgcap reindex`."
+            ),
+            metric=self.dead_letter_queue.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(config.alarm_period_minutes), statistic="Maximum"
+            ),
+            threshold=0,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            evaluation_periods=1,
+            datapoints_to_alarm=1,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        alarm.add_alarm_action(cw_actions.SnsAction(topic))
+        return alarm
 
     def _queues(self, config: StackConfig) -> tuple[sqs.Queue, sqs.Queue]:
         search = config.search

@@ -72,7 +72,7 @@ class VectorIndex:
             for v in response.get("vectors", [])
         ]
 
-    def keys(self, page_size: int = 1000) -> Iterator[tuple[str, dict[str, Any]]]:
+    def entries(self, page_size: int = 1000) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every (key, metadata) in the index."""
         token: str | None = None
         while True:

@@ -140,6 +140,19 @@ def test_given_the_index_queue_then_dlq_visibility_and_partial_batch_responses(o
     assert props["BatchSize"] == 10
 
 
+def test_given_the_index_dlq_then_an_alarm_notifies_the_alarm_topic(on):
+    dlq_id = on.one("AWS::SQS::Queue", "SearchStageDeadLetterQueue")[0]
+    topic_id = on.one("AWS::SNS::Topic")[0]
+    (alarm,) = [
+        a["Properties"]
+        for a in on.of_type("AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("Dimensions", [{}])[0].get("Value") == {"Fn::GetAtt": [dlq_id, "QueueName"]}
+    ]
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert alarm["AlarmActions"] == [{"Ref": topic_id}]
+
+
 def test_given_the_index_function_then_its_environment_is_the_contract_builder(on):
     env = on.function("SearchStageIndex")[1]["Properties"]["Environment"]["Variables"]
     assert env[contract.ENV_SERVICE] == contract.INDEX_SERVICE

@@ -773,6 +773,8 @@ def _alarms(template: Synth) -> dict[str, dict[str, Any]]:
 
 
 def _alarm_metric(alarm: dict[str, Any]) -> dict[str, Any]:
+    if "Metrics" not in alarm:  # a plain single-metric alarm (the search stage's DLQ alarm)
+        return {"MetricName": alarm["MetricName"], "Dimensions": alarm["Dimensions"]}
     (query,) = alarm["Metrics"]
     return query["MetricStat"]["Metric"]
 
@@ -825,6 +827,11 @@ def test_given_the_alarms_then_each_has_its_threshold_and_notifies_the_topic(syn
         ("ModelConfigurationErrors", "caption"): ("GreaterThanOrEqualToThreshold", 1, 1),
         # Issue 13: with a backlog, the fleet cannot reach the target rate (2 of 3 periods).
         ("CapacityShortfall", "caption"): ("GreaterThanOrEqualToThreshold", 1, 3),
+        # the search stage's (tests/infra/test_search_stage.py)
+        (
+            "ApproximateNumberOfMessagesVisible",
+            "${" + synth.one("AWS::SQS::Queue", "SearchStageDeadLetter")[0] + ".QueueName}",
+        ): ("GreaterThanThreshold", 0, 1),
     }
     datapoints = {("CapacityShortfall", "caption"): 2}
     assert set(by_metric) == set(expected)

@@ -9,6 +9,7 @@ and deletes what the handler did not report in ``batchItemFailures`` (Lambda's r
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ class Stage:
 
     def vectors_now(self) -> dict[str, dict[str, Any]]:
         index = VectorIndex(self.vectors, self.search.vector_bucket, self.search.index_name)
-        return dict(index.keys())
+        return dict(index.entries())
 
     def drain(self, environment: index_handler.IndexEnvironment, rounds: int = 10) -> list[list[str]]:
         """Deliver the index queue to the handler until it is empty; the failures of each round."""
@@ -216,7 +217,9 @@ def test_given_embeddings_that_keep_throttling_then_that_message_ends_in_the_ind
     assert after == captions_before
 
 
-def test_given_an_indexed_bucket_then_imgcap_search_finds_the_expected_image_first_and_filters(stage, capsys):
+def test_given_an_indexed_bucket_then_imgcap_search_finds_the_expected_image_first_and_filters(
+    stage, capsys, tmp_path
+):
     environment = index_handler.IndexEnvironment()
     stage.caption(
         "images/trips/beach.jpg", b"1", "a bright sandy beach with blue sea and white waves", tags=["beach"]
@@ -247,6 +250,15 @@ def test_given_an_indexed_bucket_then_imgcap_search_finds_the_expected_image_fir
     assert imgcap_main(["search", "night lights", "--stack-name", STACK]) == 0
     first_line = capsys.readouterr().out.splitlines()[0]
     assert first_line.split()[-1] == "images/trips/city.jpg"
+
+    # --html: a gallery with the encoded copy inlined
+    png = base64.b64encode(b"\x89PNG\r\n\x1a\n-not-really").decode()
+    stage.s3.put_object(Bucket=stage.stack.bucket, Key=keys.encoded_key("images/trips/beach.jpg"), Body=png)
+    page = tmp_path / "results.html"
+    assert imgcap_main(["search", "beach", "--stack-name", STACK, "--html", str(page), "-k", "1"]) == 0
+    text = page.read_text()
+    assert "1. images/trips/beach.jpg" in text
+    assert f"data:image/png;base64,{png}" in text
 
 
 def test_given_existing_captions_then_reindex_queues_them_and_status_shows_the_lag_closing(stage, capsys):

@@ -343,7 +343,7 @@ def test_given_a_reupload_then_the_vector_is_replaced_and_a_stale_event_deletes_
     worker.run([Delivery("m1", "r1", s3_event("ObjectCreated:Put", "captions/a.jpg.json"))], lambda: 100.0)
     new_etag = put_caption(s3, "images/a.jpg", "a green forest")  # re-upload, new caption, same key
     worker.run([Delivery("m2", "r2", s3_event("ObjectCreated:Put", "captions/a.jpg.json"))], lambda: 100.0)
-    (only,) = index.keys()
+    (only,) = index.entries()
     assert only == ("a.jpg", {**only[1], "source_etag": new_etag, "caption": "a green forest"})
     # a late removal event of the old upload while the new one is there: the vector stays
     worker.run([Delivery("m3", "r3", s3_event("ObjectRemoved:Delete", "images/a.jpg"))], lambda: 100.0)
@@ -387,7 +387,7 @@ def test_given_a_throttled_embedding_then_that_message_is_deferred_with_backoff_
     assert results["m2"].outcome is Outcome.DEFERRED
     assert results["m2"].retry is EmbeddingRetry.THROTTLED
     assert queue.visibility == {"r2": 20}  # base 10 s x 2^(3-1) = 40 s ceiling, equal jitter floor 20 s
-    assert [k for k, _meta in index.keys()] == ["a.jpg"]  # noqa: SIM118 - VectorIndex.keys(), not a dict
+    assert [k for k, _meta in index.entries()] == ["a.jpg"]
 
 
 def test_given_a_quota_share_then_calls_are_spaced_by_the_pacer_with_a_fake_clock():
