@@ -192,3 +192,60 @@ def test_given_search_false_then_no_search_resource_parameter_or_output_exists(o
     assert "s3vectors" not in json.dumps(off.template)
     (report,) = off.report["pluginReports"]
     assert report["violations"] == []
+
+
+def test_given_the_index_function_then_the_stack_and_the_local_runtime_give_it_the_same_environment(on):
+    from imgcap.local.provision import LocalStack
+    from imgcap.local.search import SearchStack, index_function_spec
+
+    stack_env = on.function("SearchStageIndex")[1]["Properties"]["Environment"]["Variables"]
+    local = LocalStack("ImageCaptioning", "b", "/ImageCaptioning", "q", "arn", "dlq", "ev", "rf", 20, 720)
+    search = SearchStack(
+        vector_bucket="imagecaptioning-vectors",
+        index_name=contract.DEFAULT_INDEX_NAME,
+        index_arn="arn",
+        queue_url="q",
+        queue_arn="arn",
+        dlq_url="d",
+        embedding_model_id=contract.DEFAULT_EMBEDDING_MODEL_ID,
+        embedding_dimension=contract.DEFAULT_EMBEDDING_DIMENSION,
+        embedding_input=contract.DEFAULT_EMBEDDING_INPUT,
+    )
+    local_env = index_function_spec(local, search, {"AWS_REGION": "us-east-1"}).env
+    assert set(stack_env) <= set(local_env)
+    scaled = {  # the local runtime scales these down on purpose (no quota on the stand-in)
+        contract.ENV_EMBEDDING_RPM,
+        contract.ENV_BACKOFF_BASE,
+        contract.ENV_BACKOFF_MAX,
+        contract.ENV_BEDROCK_READ_TIMEOUT,
+        contract.ENV_MAX_CONCURRENCY,
+        contract.ENV_SSM_MAX_AGE,
+    }
+    for name, value in stack_env.items():
+        if isinstance(value, str) and name not in scaled:
+            assert local_env[name] == value, name
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"embeddingDimension": "512"}, "embeddingModelId/embeddingDimension"),
+        ({"embeddingModelId": "amazon.titan-embed-image-v1", "embeddingDimension": "3072"}, "3072"),
+        ({"embeddingInput": "video"}, "embeddingInput"),
+        ({"distanceMetric": "dot"}, "distanceMetric"),
+        ({"indexName": "Bad_Name"}, "indexName"),
+        ({"stackName": "S" + "x" * 60}, "vector bucket name"),
+    ],
+)
+def test_given_invalid_search_context_when_parsed_then_the_error_names_the_key(context, message):
+    from infra.config import ConfigurationError, StackConfig
+
+    with pytest.raises(ConfigurationError, match=message):
+        StackConfig.from_context(context.get)
+
+
+def test_given_search_false_then_the_checks_of_search_settings_do_not_apply():
+    from infra.config import StackConfig
+
+    config = StackConfig.from_context({"search": "false", "embeddingDimension": "512"}.get)
+    assert config.search.enabled is False

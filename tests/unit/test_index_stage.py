@@ -436,3 +436,53 @@ def test_given_invalid_bodies_then_they_fail_for_the_dlq_and_do_not_block_the_ba
     assert results["bad"].outcome is Outcome.INVALID
     assert results["bad"].failed
     assert results["ok"].outcome is Outcome.INDEXED
+
+
+def test_given_an_image_then_the_standin_embeds_it_through_the_words_of_its_standin_caption():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from imgcap.local.standin import analyse_image, describe
+
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 180), (220, 30, 30)).save(buf, "PNG")
+    spec = EmbeddingSpec(contract.NOVA_EMBEDDINGS_MODEL_ID, DIM)
+    (body,) = embeddings.request_bodies(spec, Purpose.INDEX, image_png=buf.getvalue())
+    answer = embeddings_standin.answer(contract.NOVA_EMBEDDINGS_MODEL_ID, json.dumps(body).encode())
+    image_vector = embeddings.parse_answer(json.dumps(answer), DIM)
+    caption = describe(analyse_image(buf.getvalue()))
+    assert answer["embeddings"][0]["embeddingType"] == "IMAGE"
+    assert image_vector == pytest.approx(standin_embed(caption))
+    assert base64.b64decode(body["singleEmbeddingParams"]["image"]["source"]["bytes"]) == buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({contract.ENV_EMBEDDING_DIMENSION: "512"}, "EMBEDDING_MODEL_ID/EMBEDDING_DIMENSION"),
+        ({contract.ENV_EMBEDDING_INPUT: "video"}, "EMBEDDING_INPUT"),
+        ({contract.ENV_VECTOR_BUCKET: ""}, "VECTOR_BUCKET_NAME is missing"),
+    ],
+)
+def test_given_a_bad_environment_then_index_settings_name_the_variable(override, message):
+    from lambdas.index.settings import index_settings_from
+    from lambdas.shared.config import ConfigError
+
+    env = contract.index_environment(
+        bucket="b",
+        ssm_prefix="/S",
+        ssm_max_age_s=60,
+        log_level="INFO",
+        max_concurrency=2,
+        vector_bucket="vb",
+        index_name="idx",
+        embedding_model_id=contract.DEFAULT_EMBEDDING_MODEL_ID,
+        embedding_dimension=1024,
+        embedding_input="caption",
+        knobs=contract.IndexKnobs(),
+    )
+    assert index_settings_from(env).worker_rpm == pytest.approx(50.0)
+    with pytest.raises(ConfigError, match=message):
+        index_settings_from({**env, **override})
