@@ -10,7 +10,8 @@ Per message: its jobs (``domain.jobs_from_body``), each decided from the bucket 
   restored them; its own caption event keeps the vector right).
 
 Then one ``PutVectors`` (<= 500 a call) and one ``DeleteVectors`` for the whole batch, the last
-decision per vector key winning. A message whose embedding was throttled or failed, or that the
+decision per vector key winning; after the put, each image is HEADed again and a vector whose
+image was deleted or re-uploaded meanwhile is deleted in the same call (the currency re-check). A message whose embedding was throttled or failed, or that the
 batch had no time left for, is handed back with a backed-off visibility and reported as a batch
 item failure; after ``maxReceiveCount`` receives SQS moves it to the index DLQ. The caption stage
 never waits on any of this: the index queue is fed by S3 notifications of caption writes.
@@ -45,6 +46,7 @@ from lambdas.index.domain import (
 )
 from lambdas.index.embeddings import EmbeddingError, EmbeddingRetry, Purpose
 from lambdas.index.vectors import VectorRecord
+from lambdas.shared.contract import META_SOURCE_ETAG, META_SOURCE_KEY
 from lambdas.shared.storage import ObjectMissing, Queue, Store
 
 # Keep this much of the invocation free for the final put/delete calls and the response.
@@ -278,6 +280,12 @@ class IndexWorker:
         deletes = {key: d for key, d in decisions.items() if d.record is None}
         if puts:
             self._write("put", puts, results, by_id)
+            # Re-check after publishing: an image deleted or re-uploaded while this batch embedded
+            # it (its removal event handled by another worker in between) must not keep a vector.
+            for key, decision in puts.items():
+                record = decision.record
+                if record and not results[decision.owner].failed and not self._still_current(record.metadata):
+                    deletes[key] = _Decision(None, decision.owner)
         if deletes:
             self._write("delete", deletes, results, by_id)
         for result in results.values():
@@ -289,6 +297,10 @@ class IndexWorker:
                 result.outcome = Outcome.REMOVED
             else:
                 result.outcome = Outcome.SKIPPED
+
+    def _still_current(self, metadata: dict[str, Any]) -> bool:
+        source = self.store.head(str(metadata[META_SOURCE_KEY]))
+        return source is not None and source.etag == metadata[META_SOURCE_ETAG]
 
     def _write(
         self,

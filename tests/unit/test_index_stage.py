@@ -486,3 +486,26 @@ def test_given_a_bad_environment_then_index_settings_name_the_variable(override,
     assert index_settings_from(env).worker_rpm == pytest.approx(50.0)
     with pytest.raises(ConfigError, match=message):
         index_settings_from({**env, **override})
+
+
+def test_given_the_image_deleted_while_its_vector_is_put_then_the_recheck_deletes_the_vector():
+    s3 = MemoryStore()
+    store, index = make_index()
+    put_caption(s3, "images/a.jpg", "a red car")
+
+    class DeletingIndex:
+        """The put lands just as another worker handles the image's removal (exact interleaving)."""
+
+        def put(self, records: Any) -> int:
+            s3.delete("images/a.jpg")
+            return index.put(records)
+
+        def delete(self, keys_: Any) -> int:
+            return index.delete(keys_)
+
+    worker = worker_for(s3, DeletingIndex())  # type: ignore[arg-type]
+    results = worker.run(
+        [Delivery("m1", "r1", s3_event("ObjectCreated:Put", "captions/a.jpg.json"))], lambda: 100.0
+    )
+    assert store.count("vb-test", "idx") == 0
+    assert results["m1"].deletes == 1
