@@ -11,7 +11,8 @@ Per message: its jobs (``domain.jobs_from_body``), each decided from the bucket 
 
 Then one ``PutVectors`` (<= 500 a call) and one ``DeleteVectors`` for the whole batch, the last
 decision per vector key winning; after the put, each image is HEADed again and a vector whose
-image was deleted or re-uploaded meanwhile is deleted in the same call (the currency re-check). A message whose embedding was throttled or failed, or that the
+image was deleted or re-uploaded meanwhile is deleted in the same call (the currency re-check).
+A message whose embedding was throttled or failed, or that the
 batch had no time left for, is handed back with a backed-off visibility and reported as a batch
 item failure; after ``maxReceiveCount`` receives SQS moves it to the index DLQ. The caption stage
 never waits on any of this: the index queue is fed by S3 notifications of caption writes.
