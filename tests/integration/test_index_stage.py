@@ -100,7 +100,7 @@ def stage(monkeypatch: pytest.MonkeyPatch) -> Iterator[Stage]:
         monkeypatch.setenv(name, value)
     with (
         VectorsStandin().serve() as vectors_standin,
-        BedrockStandin(StandinConfig(rpm=None, latency_s=(0.0, 0.0))).serve() as bedrock,
+        BedrockStandin(StandinConfig(rpm=None)).serve() as bedrock,
         mock_aws(),
     ):
         monkeypatch.setenv("AWS_ENDPOINT_URL_S3VECTORS", vectors_standin.url)
