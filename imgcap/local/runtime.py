@@ -153,9 +153,7 @@ def _run_on_servers(
         max_receive_count=tuning.max_receive_count,
         visibility_timeout_s=tuning.queue_visibility_timeout_s,
     )
-    endpoints = endpoint_environment(moto_url, standin.url if standin else None)
-    if run.vectors_url:
-        endpoints["AWS_ENDPOINT_URL_S3VECTORS"] = run.vectors_url
+    endpoints = {**endpoint_environment(moto_url, standin.url if standin else None), **_vectors_env(run)}
     resize_spec, caption_spec = function_specs(options, stack, endpoints)
     _prepare_search(run, stack, endpoints, make)
     resize_pool = WorkerPool(resize_spec, tuning.resize_concurrency)
@@ -227,8 +225,7 @@ def _run_on_servers(
             work_in_flight=in_flight,
             never_uploaded=_never_uploaded(files, ledger, uploader),
         )
-        if run.index is not None:
-            summary["search"] = search_summary(make("s3vectors", run.vectors_url), sqs, run.index.search)
+        _add_search_summary(run, summary, make, sqs)
         report = write_outputs(options.out, options.images, ledger, summary, s3, stack.bucket)
         run.say(done_line(summary))
         _say_search(run, summary)
@@ -237,9 +234,10 @@ def _run_on_servers(
             run.on_summary(summary)
         if keep:
             follower = Follower(ledger, s3, stack.bucket, run.stream)
-            extra = {"AWS_ENDPOINT_URL_S3VECTORS": run.vectors_url} if run.vectors_url else None
             try:
-                keep_running(run.say, moto_url, standin, stack, tick=follower.tick, extra_env=extra)
+                keep_running(
+                    run.say, moto_url, standin, stack, tick=follower.tick, extra_env=_vectors_env(run)
+                )
             finally:
                 follower.close()
         return LocalResult(summary=summary, out=options.out, report=report)
@@ -279,6 +277,15 @@ def _prepare_search(run: _Run, stack: LocalStack, endpoints: dict[str, str], mak
     run.index = IndexRunner(
         sqs=sqs, search=search, spec=spec, on_result=lambda o, e, v: run.logs.add("index", o)
     )
+
+
+def _vectors_env(run: _Run) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL_S3VECTORS": run.vectors_url} if run.vectors_url else {}
+
+
+def _add_search_summary(run: _Run, summary: dict[str, Any], make: Any, sqs: Any) -> None:
+    if run.index is not None:
+        summary["search"] = search_summary(make("s3vectors", run.vectors_url), sqs, run.index.search)
 
 
 def _say_search(run: _Run, summary: dict[str, Any]) -> None:
