@@ -31,7 +31,8 @@ from lambdas.shared import contract
 pytestmark = pytest.mark.e2e
 
 COMMAND = (sys.executable, "-m", "imgcap.cli", "local")
-FAST = ("--keep-running", "--rpm", "6000", "--concurrency", "2")
+# structured captions (issue 15) carry the tags that --tag filters on
+FAST = ("--keep-running", "--rpm", "6000", "--concurrency", "2", "--caption-format", "structured")
 READY_TIMEOUT_S = 400.0  # a busy 2-core machine; the run itself takes well under a minute
 REINDEX_TIMEOUT_S = 180.0
 
@@ -138,6 +139,13 @@ def test_given_local_search_then_one_vector_per_image_search_finds_it_first_and_
     # --folder keeps trips/ only
     trips = _json(capsys, ["search", phrase, "--json", "--folder", "trips"])
     assert {h["key"] for h in trips["hits"]} == {"images/trips/red.png", "images/trips/sky.png"}
+
+    # --tag keeps images whose structured caption has the tag (all hits have it; red.png is one)
+    tag = json.loads((out / "captions" / "trips/red.png.json").read_text())["tags"][0]
+    tagged = _json(capsys, ["search", phrase, "--json", "--tag", tag])
+    assert tagged["hits"]
+    assert all(tag.lower() in h["tags"] for h in tagged["hits"])
+    assert "images/trips/red.png" in {h["key"] for h in tagged["hits"]}
 
     # A re-upload replaces the vector (same key, the new version's ETag), still one per image
     s3 = boto3.client("s3")
