@@ -106,10 +106,85 @@ _STACK_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,99}$")
 _MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{2,200}$")
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_INDEX_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 class ConfigurationError(ValueError):
     """Invalid CDK context; the message names the context key."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchConfig:
+    """The index stage (``-c search=false`` leaves all of it out): index, model, function, queue."""
+
+    enabled: bool = True
+    index_name: str = contract.DEFAULT_INDEX_NAME
+    embedding_model_id: str = contract.DEFAULT_EMBEDDING_MODEL_ID
+    embedding_dimension: int = contract.DEFAULT_EMBEDDING_DIMENSION
+    embedding_input: str = contract.DEFAULT_EMBEDDING_INPUT
+    distance_metric: str = contract.DEFAULT_DISTANCE_METRIC
+    max_concurrency: int = 2
+    batch_size: int = 10
+    batching_window_s: int = 5  # lets a burst of captions share one PutVectors call
+    memory_mb: int = 256
+    timeout_s: int = 120
+    max_receive_count: int = 8
+    knobs: contract.IndexKnobs = field(default_factory=contract.IndexKnobs)
+
+    @property
+    def queue_visibility_timeout_s(self) -> int:
+        return 6 * self.timeout_s
+
+    def vector_bucket_name(self, stack_name: str) -> str:
+        """Unique per account and region; lower-case letters, digits and hyphens, 3-63 characters."""
+        return f"{stack_name.lower()}-vectors"
+
+    @classmethod
+    def from_context(cls, ctx: _Context) -> SearchConfig:
+        knobs = contract.IndexKnobs(
+            embedding_rpm=ctx.number(
+                "embeddingRequestsPerMinute", contract.IndexKnobs().embedding_rpm, lo=0.1, hi=1e6
+            )
+        )
+        return cls(
+            enabled=ctx.flag("search", default=True),
+            index_name=ctx.text("indexName", contract.DEFAULT_INDEX_NAME),
+            embedding_model_id=ctx.text("embeddingModelId", contract.DEFAULT_EMBEDDING_MODEL_ID),
+            embedding_dimension=ctx.integer(
+                "embeddingDimension", contract.DEFAULT_EMBEDDING_DIMENSION, lo=1, hi=4096
+            ),
+            embedding_input=ctx.text("embeddingInput", contract.DEFAULT_EMBEDDING_INPUT).lower(),
+            distance_metric=ctx.text("distanceMetric", contract.DEFAULT_DISTANCE_METRIC).lower(),
+            max_concurrency=ctx.integer("indexMaxConcurrency", 2, lo=2, hi=100),
+            knobs=knobs,
+        )
+
+    def validate(self, stack_name: str) -> None:
+        if not self.enabled:
+            return
+        try:
+            contract.check_embedding_model(self.embedding_model_id, self.embedding_dimension)
+        except ContractError as exc:
+            raise ConfigurationError(f"context embeddingModelId/embeddingDimension: {exc}") from exc
+        if self.embedding_input not in contract.EMBEDDING_INPUTS:
+            raise ConfigurationError(
+                f"context embeddingInput must be one of {', '.join(contract.EMBEDDING_INPUTS)}"
+            )
+        if self.distance_metric not in contract.DISTANCE_METRICS:
+            raise ConfigurationError(
+                f"context distanceMetric must be one of {', '.join(contract.DISTANCE_METRICS)}"
+            )
+        if not _INDEX_NAME_RE.match(self.index_name):
+            raise ConfigurationError(
+                "context indexName must be 3-63 lower-case letters, digits, '-' or '.', "
+                f"starting and ending with a letter or digit, got {self.index_name!r}"
+            )
+        bucket = self.vector_bucket_name(stack_name)
+        if not _INDEX_NAME_RE.match(bucket) or "." in bucket:
+            raise ConfigurationError(
+                f"with search on, the stack name must give a valid vector bucket name (3-63 characters): "
+                f"{bucket!r} is not; use a shorter stackName or -c search=false"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +225,7 @@ class StackConfig:
     # Lite on its inference-profile family) and the opt-in S3 object tags
     allowed_model_ids: tuple[str, ...] = ()
     write_object_tags: bool = False
+    search: SearchConfig = field(default_factory=SearchConfig)
 
     @property
     def ssm_prefix(self) -> str:
@@ -202,6 +278,7 @@ class StackConfig:
             ),
             allowed_model_ids=parse_model_id_list(ctx.text("allowedModelIds", "")),
             write_object_tags=ctx.flag("writeObjectTags", default=False),
+            search=SearchConfig.from_context(ctx),
         )
         config.validate()
         return config
@@ -234,6 +311,7 @@ class StackConfig:
             raise ConfigurationError("the DLQ must keep messages longer than the queue")
         _validate_tunables(self.tunables)
         _validate_allowed_models(self.model_id, self.allowed_models)
+        self.search.validate(self.stack_name)
 
 
 def _validate_allowed_models(model_id: str, allowed: tuple[str, ...]) -> None:

@@ -15,6 +15,7 @@ from infra.constructs.layer import DependenciesLayer, function_code
 from infra.constructs.monitoring import Monitoring
 from infra.constructs.queues import CaptionQueues
 from infra.constructs.resize_stage import ResizeStage
+from infra.constructs.search_stage import SearchStage
 from infra.constructs.storage import Storage
 from lambdas.shared import contract
 
@@ -83,5 +84,26 @@ class ImageCaptioningStack(Stack):
             ),
         }
         for output_id in OUTPUT_IDS:
+            value, description = outputs[output_id]
+            CfnOutput(self, output_id, value=value, description=description)
+        if config.search.enabled:  # -c search=false: no index, queue, function, parameters or outputs
+            self._search(config, storage, code, layer, monitoring.topic)
+
+    def _search(self, config: StackConfig, storage: Storage, code: Any, layer: Any, topic: Any) -> None:
+        search = SearchStage(self, "SearchStage", config=config, storage=storage, code=code, layer=layer)
+        search.alarm_to(topic, config)
+        outputs = {
+            contract.OUTPUT_VECTOR_BUCKET: (search.vector_bucket_name, "S3 Vectors vector bucket"),
+            contract.OUTPUT_INDEX_NAME: (search.index_name, "S3 Vectors index (one vector per image)"),
+            contract.OUTPUT_INDEX_ARN: (search.index.attr_index_arn, "Index ARN (IAM policies)"),
+            contract.OUTPUT_EMBEDDING_MODEL: (config.search.embedding_model_id, "Embeddings model"),
+            contract.OUTPUT_INDEX_QUEUE_URL: (search.queue.queue_url, "Index queue"),
+            contract.OUTPUT_INDEX_DLQ_URL: (
+                search.dead_letter_queue.queue_url,
+                "Index messages that kept failing",
+            ),
+            contract.OUTPUT_INDEX_FUNCTION: (search.function.function_name, "Index function"),
+        }
+        for output_id in contract.SEARCH_OUTPUT_IDS:
             value, description = outputs[output_id]
             CfnOutput(self, output_id, value=value, description=description)

@@ -194,6 +194,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--json", action="store_true", help="print the run's summary as one JSON object on stdout"
     )
+    parser.add_argument(
+        "--no-search",
+        dest="search",
+        action="store_false",
+        help="leave out the index stage (S3 Vectors stand-in, embeddings, `imgcap search`)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -248,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
         service_tier=args.service_tier,
         folder_prompts=tuple(args.folder_prompt),
         write_object_tags=args.write_object_tags,
+        search=args.search,
     )
     if args.captioner == "bedrock" and not faults.is_empty:
         print(

@@ -91,12 +91,8 @@ def _spec(
     )
 
 
-def function_specs(
-    options: LocalOptions, stack: LocalStack, endpoints: Mapping[str, str]
-) -> tuple[FunctionSpec, FunctionSpec]:
-    """The two functions with the environment the stack gives them (local values scaled down)."""
-    tuning = options.effective_tuning
-    # What Lambda itself sets, then what the stack sets: the contract's builder for each function.
+def runtime_environment(options: LocalOptions, endpoints: Mapping[str, str]) -> dict[str, str]:
+    """What Lambda itself sets in every execution environment (plus the loopback endpoints)."""
     runtime = {
         **_base_environment(options.captioner),
         **endpoints,
@@ -106,6 +102,16 @@ def function_specs(
         "PYTHONUNBUFFERED": "1",
     }
     runtime.setdefault("AWS_DEFAULT_REGION", runtime["AWS_REGION"])
+    return runtime
+
+
+def function_specs(
+    options: LocalOptions, stack: LocalStack, endpoints: Mapping[str, str]
+) -> tuple[FunctionSpec, FunctionSpec]:
+    """The two functions with the environment the stack gives them (local values scaled down)."""
+    tuning = options.effective_tuning
+    # What Lambda itself sets, then what the stack sets: the contract's builder for each function.
+    runtime = runtime_environment(options, endpoints)
     resize_name = f"{options.stack_name}-{RESIZE_SERVICE}"
     caption_name = f"{options.stack_name}-{CAPTION_SERVICE}"
     resize = _spec(

@@ -15,7 +15,7 @@ from imgcap.local.servers import LOCAL_CREDENTIALS, LOCAL_REGION, endpoint_envir
 from imgcap.local.standin import BedrockStandin, StandinConfig
 
 
-def client_factory(moto_url: str) -> Callable[[str], Any]:
+def client_factory(moto_url: str) -> Callable[..., Any]:
     """``make("s3")`` and so on: clients for the moto server with the local credentials."""
     import boto3
     from botocore.config import Config
@@ -28,8 +28,8 @@ def client_factory(moto_url: str) -> Callable[[str], Any]:
     )
     config = Config(retries={"max_attempts": 3, "mode": "standard"}, max_pool_connections=32)
 
-    def make(service: str) -> Any:
-        return session.client(service, endpoint_url=moto_url, config=config)
+    def make(service: str, endpoint_url: str | None = None) -> Any:
+        return session.client(service, endpoint_url=endpoint_url or moto_url, config=config)
 
     return make
 
@@ -69,10 +69,11 @@ def keep_running(
     standin: BedrockStandin | None,
     stack: LocalStack,
     tick: Callable[[], None] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> None:
     """``--keep-running``: print the endpoint environment, then call ``tick`` every second (it
     follows new uploads) until Ctrl-C or SIGTERM."""
-    env = endpoint_environment(moto_url, standin.url if standin else None)
+    env = {**endpoint_environment(moto_url, standin.url if standin else None), **(extra_env or {})}
     lines = [f"export {k}={v}" for k, v in sorted(env.items())]
     say(
         "Servers and functions are still running: new uploads are processed too (Ctrl-C to stop).\n"

@@ -102,6 +102,7 @@ class LocalOptions:
     service_tier: str | None = None
     folder_prompts: tuple[tuple[str, str], ...] = ()  # (folder, prompt or JSON), as in SSM
     write_object_tags: bool = False
+    search: bool = False  # the index stage + S3 Vectors stand-in (`imgcap local` turns it on; --no-search)
 
     @property
     def expected_latency_s(self) -> float:

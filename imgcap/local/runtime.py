@@ -36,6 +36,7 @@ from imgcap.local.functions import (
     RESIZE_SERVICE,
     check_handlers,
     function_specs,
+    runtime_environment,
     ssm_tunables,
 )
 from imgcap.local.ledger import Ledger, Uploader, collect_files
@@ -48,6 +49,13 @@ from imgcap.local.options import (
     check_bedrock_credentials,
 )
 from imgcap.local.provision import LocalStack, provision
+from imgcap.local.search import (
+    IndexRunner,
+    index_function_spec,
+    provision_search,
+    search_summary,
+    vectors_server,
+)
 from imgcap.local.servers import endpoint_environment
 from imgcap.local.standin import BedrockStandin
 from imgcap.local.summary import build_summary, done_line, prepare_out, rate_text, rates, write_outputs
@@ -70,6 +78,8 @@ class _Run:
         self.metrics = MetricTotals()
         self.logs = LogSink(options.out / "logs", self.metrics)
         self.standin: BedrockStandin | None = None
+        self.vectors_url: str | None = None  # the S3 Vectors stand-in (search on)
+        self.index: IndexRunner | None = None
         self.started = time.monotonic()
         self.waited_s: float | None = None  # start to the live line's last update (the rates' window)
         self.on_summary: Callable[[dict[str, Any]], None] | None = None  # e.g. --json printing it
@@ -120,8 +130,9 @@ def run_local(
     run = _Run(options, stream)
     run.on_summary = on_summary
     try:
-        with servers(options) as (moto_url, standin):
+        with servers(options) as (moto_url, standin), vectors_server(options.search) as vectors_url:
             run.standin = standin
+            run.vectors_url = vectors_url
             return _run_on_servers(run, files, moto_url, standin)
     finally:
         run.logs.close()
@@ -142,8 +153,9 @@ def _run_on_servers(
         max_receive_count=tuning.max_receive_count,
         visibility_timeout_s=tuning.queue_visibility_timeout_s,
     )
-    endpoints = endpoint_environment(moto_url, standin.url if standin else None)
+    endpoints = {**endpoint_environment(moto_url, standin.url if standin else None), **_vectors_env(run)}
     resize_spec, caption_spec = function_specs(options, stack, endpoints)
+    _prepare_search(run, stack, endpoints, make)
     resize_pool = WorkerPool(resize_spec, tuning.resize_concurrency)
     caption_pool = WorkerPool(caption_spec, options.workers)
     pump = S3EventPump(
@@ -173,6 +185,8 @@ def _run_on_servers(
     uploader = Uploader(ledger)
     pump.start()
     source.start()
+    if run.index is not None:
+        run.index.start()
     try:
         run.say(
             f"imgcap local: {len(files)} file(s), captioner={options.captioner}{_latency_note(options)}, "
@@ -211,20 +225,26 @@ def _run_on_servers(
             work_in_flight=in_flight,
             never_uploaded=_never_uploaded(files, ledger, uploader),
         )
+        _add_search_summary(run, summary, make, sqs)
         report = write_outputs(options.out, options.images, ledger, summary, s3, stack.bucket)
         run.say(done_line(summary))
+        _say_search(run, summary)
         run.say(f"summary: {(options.out / 'summary.json').resolve()}\nreport:  {report.resolve()}")
         if run.on_summary is not None:
             run.on_summary(summary)
         if keep:
             follower = Follower(ledger, s3, stack.bucket, run.stream)
             try:
-                keep_running(run.say, moto_url, standin, stack, tick=follower.tick)
+                keep_running(
+                    run.say, moto_url, standin, stack, tick=follower.tick, extra_env=_vectors_env(run)
+                )
             finally:
                 follower.close()
         return LocalResult(summary=summary, out=options.out, report=report)
     finally:
         _stop_event_sources(pump, source, 1.0)
+        if run.index is not None:
+            run.index.stop(2.0)
         resize_pool.close()
         caption_pool.close()
 
@@ -244,6 +264,39 @@ def _never_uploaded(files: Sequence[tuple[str, Path]], ledger: Ledger, uploader:
     """Files the uploader had not stored (nor failed to store) when the run stopped waiting."""
     failed = {k for k, _ in uploader.errors}
     return [k for k, _ in files if k not in ledger.uploads and k not in failed]
+
+
+def _prepare_search(run: _Run, stack: LocalStack, endpoints: dict[str, str], make: Any) -> None:
+    """The search stage (search on): index queue, notifications, vector index, index function."""
+    if not run.vectors_url:
+        return
+    s3, sqs, ssm = make("s3"), make("sqs"), make("ssm")
+    vectors = make("s3vectors", run.vectors_url)
+    search = provision_search(s3=s3, sqs=sqs, ssm=ssm, s3vectors=vectors, stack=stack)
+    spec = index_function_spec(stack, search, runtime_environment(run.options, endpoints))
+    run.index = IndexRunner(
+        sqs=sqs, search=search, spec=spec, on_result=lambda o, e, v: run.logs.add("index", o)
+    )
+
+
+def _vectors_env(run: _Run) -> dict[str, str]:
+    return {"AWS_ENDPOINT_URL_S3VECTORS": run.vectors_url} if run.vectors_url else {}
+
+
+def _add_search_summary(run: _Run, summary: dict[str, Any], make: Any, sqs: Any) -> None:
+    if run.index is not None:
+        summary["search"] = search_summary(make("s3vectors", run.vectors_url), sqs, run.index.search)
+
+
+def _say_search(run: _Run, summary: dict[str, Any]) -> None:
+    found = summary.get("search")
+    if found:
+        run.say(f"search: {found['vectors']} vector(s) in {found['index']} ({found['embedding_model']})")
+
+
+def _index_quiet(index: IndexRunner, sqs: Any) -> bool:
+    """Every caption indexed (or in the index DLQ): nothing queued or running in the index stage."""
+    return index.in_flight == 0 and queue_depth(sqs, index.search.queue_url).total == 0
 
 
 def _stop_event_sources(pump: S3EventPump, source: SqsEventSource, grace_s: float) -> None:
@@ -312,6 +365,7 @@ def _wait_until_final(
                         and source.in_flight == 0
                         and queue_depth(sqs, stack.events_queue_url).total == 0
                         and queue_depth(sqs, stack.queue_url).total == 0
+                        and (run.index is None or _index_quiet(run.index, sqs))
                     )
                     if quiet or now - all_final_at >= options.settle_s:
                         return False

@@ -48,6 +48,7 @@ MAX_BODY_BYTES = 30 * 1024 * 1024
 IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
 
 _PATH = re.compile(r"^/model/(?P<model>[^/]+)/converse$")
+_INVOKE_PATH = re.compile(r"^/model/(?P<model>[^/]+)/invoke$")  # embeddings (embeddings_standin)
 
 # A small named palette: nearest colour (RGB distance) names each sampled pixel.
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -777,6 +778,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(_Reply(413, {"message": "Request too large"}, "ValidationException"))
             return
         body = self.rfile.read(length) if length else b""
+        invoke = _INVOKE_PATH.match(urlsplit(self.path).path)
+        if invoke:
+            self._send(_embeddings_reply(unquote(invoke.group("model")), body))
+            return
         match = _PATH.match(urlsplit(self.path).path)
         if not match:
             self._send(_Reply(404, {"message": "Unknown operation"}, "UnknownOperationException"))
@@ -792,3 +797,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(reply)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+
+def _embeddings_reply(model_id: str, body: bytes) -> _Reply:
+    """InvokeModel of an embeddings model: the stand-in embeddings (no quota, no faults)."""
+    from imgcap.local.embeddings_standin import EmbeddingRequestError, answer
+
+    try:
+        return _Reply(200, answer(model_id, body))
+    except EmbeddingRequestError as exc:
+        return _Reply(400, {"message": str(exc)}, "ValidationException")

@@ -367,7 +367,7 @@ def _backfill(ctx: OpsContext, args: argparse.Namespace) -> Outcome:
 
 
 # -- registration -------------------------------------------------------------------------------
-def register(subparsers: Any) -> None:
+def register(subparsers: Any) -> None:  # noqa: PLR0915 - one block per subcommand
     """Add the operator subcommands to ``imgcap``'s subparsers."""
     p = _add(
         subparsers,
@@ -631,3 +631,7 @@ def register(subparsers: Any) -> None:
         check=backfill.check_arguments,
     )
     backfill.add_arguments(p)
+
+    from imgcap.ops import search  # issue 17: `imgcap search`, `imgcap reindex`
+
+    search.register(subparsers, _add, _positive_int)

@@ -94,6 +94,7 @@ class Status:
     dashboard: str | None
     generated_at: str
     configuration_fault: dict[str, Any] | None = None  # health/caption.json, when recent
+    search_index: dict[str, Any] | None = None  # imgcap.ops.search.IndexStatus (None: search off)
     attention: list[str] = field(default_factory=list)  # plain sentences for the operator
     resize_failure_queue: QueueDepth | None = None  # uploads the resize function gave up on
     price_basis: str = "model"  # "model": each record's model and tier (contract.MODEL_PRICES); "flat"
@@ -248,6 +249,10 @@ def collect(
             else None
         ),
     )
+    from imgcap.ops.search import index_status  # issue 17: index lag
+
+    index = index_status(ctx)
+    status.search_index = None if index is None else index.as_dict()
     status.attention = attention_sentences(status)
     return status
 
@@ -286,6 +291,12 @@ def attention_sentences(status: Status) -> list[str]:
             "max-tokens parameter and `imgcap reprocess` them if you need complete descriptions."
         )
     return out
+
+
+def _index_line(index: dict[str, Any]) -> str:
+    from imgcap.ops.search import IndexStatus
+
+    return IndexStatus(**index).line()
 
 
 def as_json(status: Status) -> str:
@@ -338,6 +349,8 @@ def as_text(status: Status) -> str:
         lines.append(f"estimated model cost: {usd(u.estimated_cost_usd)} ({basis})")
         if u.by_model:
             lines.append("  by model: " + ", ".join(f"{m} {n}" for m, n in u.by_model.items()))
+    if status.search_index is not None:
+        lines.append(_index_line(status.search_index))
     if status.dashboard:
         lines.append(f"dashboard: {status.dashboard}")
     lines.extend(f"attention: {sentence}" for sentence in status.attention)

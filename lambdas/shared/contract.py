@@ -355,6 +355,161 @@ OUTPUT_IDS = (
     OUTPUT_RESIZE_FAILURE_QUEUE,
 )
 
+
+# --------------------------------------------------------------------------- search (index stage)
+# Captions -> embeddings (Amazon Bedrock) -> one vector per image in an Amazon S3 Vectors index.
+# Deploy-time settings (CDK context, environment variables), not SSM tunables: a different model
+# or dimension makes a different vector space, so changing one means a new index and a reindex.
+
+INDEX_SERVICE = "index"
+INDEX_HANDLER = "lambdas.index.handler.lambda_handler"
+
+# Amazon Nova Multimodal Embeddings (README "Search", with sources): 256, 384, 1024 or 3072
+# dimensions, an embedding purpose per request (GENERIC_INDEX for what is stored,
+# GENERIC_RETRIEVAL for queries). Titan Multimodal Embeddings G1 is the alternative (256/384/1024).
+NOVA_EMBEDDINGS_MODEL_ID = "amazon.nova-2-multimodal-embeddings-v1:0"
+TITAN_EMBEDDINGS_MODEL_ID = "amazon.titan-embed-image-v1"
+EMBEDDING_DIMENSIONS: Mapping[str, tuple[int, ...]] = MappingProxyType(
+    {NOVA_EMBEDDINGS_MODEL_ID: (256, 384, 1024, 3072), TITAN_EMBEDDINGS_MODEL_ID: (256, 384, 1024)}
+)
+DEFAULT_EMBEDDING_MODEL_ID = NOVA_EMBEDDINGS_MODEL_ID
+DEFAULT_EMBEDDING_DIMENSION = 1024
+EMBEDDING_INPUTS = ("caption", "image", "both")  # what one vector embeds
+DEFAULT_EMBEDDING_INPUT = "caption"
+DISTANCE_METRICS = ("cosine", "euclidean")
+DEFAULT_DISTANCE_METRIC = "cosine"
+DEFAULT_INDEX_NAME = "image-captions"
+
+# S3 Vectors limits (README "Search" > Limits, with sources).
+MAX_PUT_VECTORS = 500  # vectors per PutVectors call (botocore: PutVectorsInputList max 500)
+MAX_DELETE_VECTORS = 500
+MAX_TOP_K = 100
+MAX_FILTERABLE_METADATA_BYTES = 2048
+MAX_NON_FILTERABLE_KEYS = 10
+
+# Vector metadata: filterable keys are small and used by `imgcap search --folder/--tag`; the
+# non-filterable ones (declared when the index is created) carry what a hit shows.
+META_FOLDER = "folder"  # first path segment below images/ ("/" for images at the top level)
+META_TAGS = "tags"  # the caption record's structured tags, when it has them
+META_SOURCE_KEY = "source_key"
+META_SOURCE_ETAG = "source_etag"  # the image version the vector describes
+META_CAPTION = "caption"  # the caption's start
+NON_FILTERABLE_METADATA_KEYS = (META_SOURCE_KEY, META_SOURCE_ETAG, META_CAPTION)
+CAPTION_METADATA_CHARS = 500
+ROOT_FOLDER = "/"
+
+# Provisioned facts under /<stack-name>/ (present only when the stack has search). The notebook
+# series also reads collection-name and collection-endpoint (OpenSearch Serverless): S3 Vectors
+# has neither; vector-bucket + index-name address an index, through the regional s3vectors endpoint.
+SSM_INDEX_NAME_PARAM = "index-name"
+SSM_VECTOR_BUCKET_PARAM = "vector-bucket"
+SSM_EMBEDDING_MODEL_PARAM = "embedding-model"
+SSM_EMBEDDING_DIMENSION_PARAM = "embedding-dimension"
+SSM_EMBEDDING_INPUT_PARAM = "embedding-input"
+SSM_DISTANCE_METRIC_PARAM = "distance-metric"
+SSM_INDEX_QUEUE_URL_PARAM = "index-queue-url"
+SSM_INDEX_DLQ_URL_PARAM = "index-dlq-url"
+
+ENV_VECTOR_BUCKET = "VECTOR_BUCKET_NAME"
+ENV_INDEX_NAME = "VECTOR_INDEX_NAME"
+ENV_EMBEDDING_MODEL = "EMBEDDING_MODEL_ID"
+ENV_EMBEDDING_DIMENSION = "EMBEDDING_DIMENSION"
+ENV_EMBEDDING_INPUT = "EMBEDDING_INPUT"
+ENV_EMBEDDING_RPM = "EMBEDDING_REQUESTS_PER_MINUTE"
+
+
+@dataclass(frozen=True, slots=True)
+class IndexKnobs:
+    """Deploy-time knobs of the index function (environment variables)."""
+
+    # The account's embeddings quota, shared by the index function's C workers (each spends
+    # rpm / C). Check the model's quota in Service Quotas; the default is deliberately modest.
+    embedding_rpm: float = 100
+    throttle_backoff_base_s: float = 10
+    throttle_backoff_max_s: float = 300
+    bedrock_read_timeout_s: float = 20
+    bedrock_max_attempts: int = 3
+
+
+def index_environment(
+    *,
+    bucket: str,
+    ssm_prefix: str,
+    ssm_max_age_s: int,
+    log_level: str,
+    max_concurrency: int,
+    vector_bucket: str,
+    index_name: str,
+    embedding_model_id: str,
+    embedding_dimension: int,
+    embedding_input: str,
+    knobs: IndexKnobs,
+) -> dict[str, str]:
+    """The index function's environment (the stack's and the local runtime's)."""
+    env = common_environment(
+        service=INDEX_SERVICE,
+        bucket=bucket,
+        ssm_prefix=ssm_prefix,
+        ssm_max_age_s=ssm_max_age_s,
+        log_level=log_level,
+    )
+    env.update(
+        {
+            ENV_MAX_CONCURRENCY: str(max_concurrency),
+            ENV_VECTOR_BUCKET: vector_bucket,
+            ENV_INDEX_NAME: index_name,
+            ENV_EMBEDDING_MODEL: embedding_model_id,
+            ENV_EMBEDDING_DIMENSION: str(embedding_dimension),
+            ENV_EMBEDDING_INPUT: embedding_input,
+            ENV_EMBEDDING_RPM: _seconds(knobs.embedding_rpm),
+            ENV_BACKOFF_BASE: _seconds(knobs.throttle_backoff_base_s),
+            ENV_BACKOFF_MAX: _seconds(knobs.throttle_backoff_max_s),
+            ENV_BEDROCK_READ_TIMEOUT: _seconds(knobs.bedrock_read_timeout_s),
+            ENV_BEDROCK_MAX_ATTEMPTS: str(knobs.bedrock_max_attempts),
+        }
+    )
+    return env
+
+
+def check_embedding_model(model_id: str, dimension: int) -> None:
+    """The model must be one the index stage speaks, at a dimension it offers."""
+    dims = EMBEDDING_DIMENSIONS.get(model_id)
+    if dims is None:
+        known = ", ".join(EMBEDDING_DIMENSIONS)
+        raise ContractError(f"embedding model must be one of {known}, got {model_id!r}")
+    if dimension not in dims:
+        raise ContractError(f"{model_id} produces {', '.join(map(str, dims))} dimensions, not {dimension}")
+
+
+class IndexMetric:
+    """Metric names of the index stage (same namespace, dimension ``service=index``)."""
+
+    VECTORS_PUT = "VectorsPut"
+    VECTORS_DELETED = "VectorsDeleted"
+    INDEX_SKIPPED = "IndexSkipped"  # stale events: the caption or image changed since
+    EMBEDDING_CALLS = "EmbeddingCalls"
+    EMBEDDING_THROTTLES = "EmbeddingThrottles"
+    EMBEDDING_ERRORS = "EmbeddingErrors"
+    INDEX_DEFERRED = "IndexMessagesDeferred"
+
+
+OUTPUT_VECTOR_BUCKET = "VectorBucketName"
+OUTPUT_INDEX_NAME = "VectorIndexName"
+OUTPUT_INDEX_ARN = "VectorIndexArn"
+OUTPUT_EMBEDDING_MODEL = "EmbeddingModelId"
+OUTPUT_INDEX_QUEUE_URL = "IndexQueueUrl"
+OUTPUT_INDEX_DLQ_URL = "IndexDeadLetterQueueUrl"
+OUTPUT_INDEX_FUNCTION = "IndexFunctionName"
+SEARCH_OUTPUT_IDS = (
+    OUTPUT_VECTOR_BUCKET,
+    OUTPUT_INDEX_NAME,
+    OUTPUT_INDEX_ARN,
+    OUTPUT_EMBEDDING_MODEL,
+    OUTPUT_INDEX_QUEUE_URL,
+    OUTPUT_INDEX_DLQ_URL,
+    OUTPUT_INDEX_FUNCTION,
+)
+
 # --------------------------------------------------------------------------- prices and tokens
 
 # Amazon Nova Pro on-demand list price, USD per 1,000 tokens (the MODEL_PRICES row below): the

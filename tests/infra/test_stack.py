@@ -312,7 +312,11 @@ def test_given_destroy_on_removal_then_buckets_are_deleted_with_their_objects(al
 
 def test_given_the_upload_notification_then_only_object_created_under_images_triggers_resize(synth):
     config = synth.props("Custom::S3BucketNotifications")["NotificationConfiguration"]
-    assert set(config) == {"LambdaFunctionConfigurations"}
+    assert set(config) <= {"LambdaFunctionConfigurations", "QueueConfigurations"}  # queue: search stage
+    assert not any(
+        "ObjectCreated" in c["Events"][0] and "images/" in json.dumps(c)
+        for c in config.get("QueueConfigurations", [])
+    )
     resize_arn = {"Fn::GetAtt": [synth.function("Resize")[0], "Arn"]}
     # The backfill's own notification (batch/requests/, tests/infra/test_backfill_stage.py) is the other one.
     (only,) = [c for c in config["LambdaFunctionConfigurations"] if c["LambdaFunctionArn"] == resize_arn]
@@ -326,7 +330,7 @@ def test_given_the_upload_notification_then_only_object_created_under_images_tri
 
 def test_given_the_caption_queue_then_dlq_redrive_visibility_and_retention_hold(synth):
     queue_id, queue = synth.one("AWS::SQS::Queue", "CaptionQueuesQueue")
-    dlq_id, dlq = synth.one("AWS::SQS::Queue", "DeadLetterQueue")
+    dlq_id, dlq = synth.one("AWS::SQS::Queue", "CaptionQueuesDeadLetterQueue")
     caption_timeout = synth.function("Caption")[1]["Properties"]["Timeout"]
     redrive = queue["Properties"]["RedrivePolicy"]
     assert redrive["deadLetterTargetArn"] == {"Fn::GetAtt": [dlq_id, "Arn"]}
@@ -357,7 +361,7 @@ def test_given_every_queue_then_it_is_encrypted_and_ssl_only(synth):
 def test_given_the_event_source_then_small_batches_partial_failures_and_max_concurrency(synth, alt_synth):
     # Default: `auto` = ceil(100 rpm / 60 x 4.0 s x 1.25) = 9; the alternative context says 4.
     for template, concurrency in ((synth, 9), (alt_synth, 4)):
-        mapping = template.props("AWS::Lambda::EventSourceMapping")
+        mapping = template.props("AWS::Lambda::EventSourceMapping", "CaptionStage")
         function_id, function = template.function("Caption")
         assert mapping["FunctionName"] == {"Ref": function_id}
         assert mapping["EventSourceArn"] == {
@@ -626,10 +630,12 @@ def test_given_the_ssm_parameters_then_every_tunable_has_the_lambda_default_and_
         "Ref": synth.one("AWS::SQS::Queue", "CaptionQueuesQueue")[0]
     }
     assert params[f"/ImageCaptioning/{SSM_DLQ_URL_PARAM}"]["Value"] == {
-        "Ref": synth.one("AWS::SQS::Queue", "DeadLetterQueue")[0]
+        "Ref": synth.one("AWS::SQS::Queue", "CaptionQueuesDeadLetterQueue")[0]
     }
-    # + the bucket, queue and DLQ facts, and the backfill's batch limits (test_backfill_stage.py)
-    assert len(params) == len(SSM_DEFAULTS) + 4
+    # + the bucket, queue and DLQ facts, the backfill's batch limits (test_backfill_stage.py) and the
+    # search stage's facts (tests/infra/test_search_stage.py)
+    search_facts = 8
+    assert len(params) == len(SSM_DEFAULTS) + 4 + search_facts
 
 
 def test_given_context_overrides_then_parameters_and_prefix_follow_them(alt_synth):
@@ -771,6 +777,8 @@ def _alarms(template: Synth) -> dict[str, dict[str, Any]]:
 
 
 def _alarm_metric(alarm: dict[str, Any]) -> dict[str, Any]:
+    if "Metrics" not in alarm:  # a plain single-metric alarm (the search stage's DLQ alarm)
+        return {"MetricName": alarm["MetricName"], "Dimensions": alarm["Dimensions"]}
     (query,) = alarm["Metrics"]
     return query["MetricStat"]["Metric"]
 
@@ -807,7 +815,7 @@ def test_given_the_alarms_then_each_has_its_threshold_and_notifies_the_topic(syn
     }
     queue, dlq, failures = (
         synth.one("AWS::SQS::Queue", part)[0]
-        for part in ("CaptionQueuesQueue", "DeadLetter", "ResizeStageFailure")
+        for part in ("CaptionQueuesQueue", "CaptionQueuesDeadLetter", "ResizeStageFailure")
     )
     backfill_failures = synth.one("AWS::SQS::Queue", "BackfillStageFailure")[0]
     expected = {
@@ -831,6 +839,11 @@ def test_given_the_alarms_then_each_has_its_threshold_and_notifies_the_topic(syn
             0,
             1,
         ),
+        # the search stage's (tests/infra/test_search_stage.py)
+        (
+            "ApproximateNumberOfMessagesVisible",
+            "${" + synth.one("AWS::SQS::Queue", "SearchStageDeadLetter")[0] + ".QueueName}",
+        ): ("GreaterThanThreshold", 0, 1),
     }
     datapoints = {("CapacityShortfall", "caption"): 2}
     assert set(by_metric) == set(expected)
@@ -908,7 +921,7 @@ def test_given_the_outputs_then_all_stable_ids_are_present(synth):
     assert outputs["SsmPrefix"]["Value"] == "/ImageCaptioning"
     assert outputs["BucketName"]["Value"] == {"Ref": synth.one("AWS::S3::Bucket", "StorageBucket")[0]}
     assert outputs["DeadLetterQueueUrl"]["Value"] == {
-        "Ref": synth.one("AWS::SQS::Queue", "DeadLetterQueue")[0]
+        "Ref": synth.one("AWS::SQS::Queue", "CaptionQueuesDeadLetterQueue")[0]
     }
 
 

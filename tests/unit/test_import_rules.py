@@ -30,6 +30,8 @@ DOMAIN = [
     "lambdas/shared/config.py",
     "lambdas/shared/contract.py",
     *(f"lambdas/backfill/{m}.py" for m in ("jsonl", "output", "records", "estimate", "requests")),
+    "lambdas/index/domain.py",
+    "lambdas/index/embeddings.py",
     *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "lambdas/resize/imaging").glob("*.py")),
 ]
 
