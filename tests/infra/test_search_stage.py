@@ -76,8 +76,16 @@ def test_given_the_notifications_then_only_caption_writes_and_removals_reach_the
         ("s3:ObjectRemoved:*", "captions/"),
         ("s3:ObjectRemoved:*", "images/"),
     }
-    (resize,) = config["LambdaFunctionConfigurations"]  # uploads still go to resize only
-    assert resize["Events"] == ["s3:ObjectCreated:*"]
+    # uploads still go to the resize function only (the other Lambda configuration is the
+    # backfill's batch/requests/ notification, tests/infra/test_backfill_stage.py)
+    on_images = [
+        c
+        for c in config["LambdaFunctionConfigurations"]
+        if c["Filter"]["Key"]["FilterRules"][0]["Value"] == "images/"
+    ]
+    assert len(on_images) == 1
+    assert on_images[0]["Events"] == ["s3:ObjectCreated:*"]
+    assert on_images[0]["LambdaFunctionArn"] == {"Fn::GetAtt": [on.function("Resize")[0], "Arn"]}
 
 
 def test_given_the_index_role_then_it_cannot_write_the_bucket_so_no_trigger_loop(on):
