@@ -26,6 +26,19 @@ class MotoHandle:
     url: str
 
 
+def _list_moto_modules_once() -> None:
+    """moto's dispatcher lists its package directory (a listdir and a stat per service) on every
+    request to find the backend; the list never changes while the process runs, so list it once.
+    Measured: ~3% of the local runtime's CPU at a few hundred images a minute (py-spy)."""
+    from moto import backends
+
+    if getattr(backends, "_imgcap_listed_once", False):
+        return
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]
+    backends._imgcap_listed_once = True  # type: ignore[attr-defined]
+
+
 @contextmanager
 def moto_server() -> Iterator[MotoHandle]:
     """Run moto's server on 127.0.0.1 and an OS-chosen free port for the duration of the block."""
@@ -35,6 +48,7 @@ def moto_server() -> Iterator[MotoHandle]:
 
     # werkzeug logs every request to stderr; the local runtime shows its own progress instead.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    _list_moto_modules_once()
     server = ThreadedMotoServer(ip_address=LOOPBACK, port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
