@@ -35,7 +35,7 @@ def _list_moto_modules_once() -> None:
     if getattr(backends, "_imgcap_listed_once", False):
         return
     modules = tuple(backends.list_of_moto_modules())
-    backends.list_of_moto_modules = lambda: modules  # type: ignore[assignment]
+    backends.list_of_moto_modules = lambda: modules
     backends._imgcap_listed_once = True  # type: ignore[attr-defined]
 
 

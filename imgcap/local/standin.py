@@ -135,11 +135,6 @@ def _colour_counts(rgb: Any) -> Counter[str]:
     return counts
 
 
-def _luma(rgb: tuple[int, int, int]) -> float:
-    r, g, b = rgb
-    return 0.299 * r + 0.587 * g + 0.114 * b
-
-
 def _close(a: tuple[int, int, int], b: tuple[int, int, int], tolerance: int = 14) -> bool:
     return max(abs(a[0] - b[0]), abs(a[1] - b[1]), abs(a[2] - b[2])) <= tolerance
 
