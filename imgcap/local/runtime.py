@@ -40,7 +40,7 @@ from imgcap.local.functions import (
     ssm_tunables,
 )
 from imgcap.local.ledger import Ledger, Uploader, collect_files
-from imgcap.local.loopback import client_factory, keep_running, servers
+from imgcap.local.loopback import client_factory, keep_running, listing_client, servers
 from imgcap.local.options import (
     LocalOptions,
     LocalResult,
@@ -181,7 +181,7 @@ def _run_on_servers(
         batching_window_s=options.batching_window_s,
         on_result=run.on_caption,
     )
-    ledger = Ledger(s3, sqs, stack)
+    ledger = Ledger(listing_client(moto_url), sqs, stack)
     uploader = Uploader(ledger)
     pump.start()
     source.start()
@@ -333,6 +333,13 @@ def _show(progress: Progress, run: _Run, ledger: Ledger, uploader: Uploader, tot
     return sorted(k for k, s in states.items() if not s)
 
 
+def poll_interval_s(uploads: int) -> float:
+    """How often the ledger re-lists the bucket: each refresh lists every key of three prefixes,
+    so a large run polls less often (1 s up to 100 uploads, at most 5 s) and the polling stays a
+    small share of the runtime's CPU instead of growing with the square of the run."""
+    return min(5.0, max(POLL_S, uploads / 100))
+
+
 def _wait_until_final(
     run: _Run,
     ledger: Ledger,
@@ -371,7 +378,7 @@ def _wait_until_final(
                         return False
                 if time.monotonic() >= deadline:
                     break
-                time.sleep(POLL_S)
+                time.sleep(poll_interval_s(total))
         finally:
             run.progress = None
     listed = ", ".join(waiting[:NOT_FINAL_LISTED]) + (" ..." if len(waiting) > NOT_FINAL_LISTED else "")

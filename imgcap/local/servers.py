@@ -1,11 +1,12 @@
-"""Loopback servers: moto in server mode for S3, SQS and SSM (one process-wide backend)."""
+"""Loopback servers: moto in server mode for S3, SQS and SSM, in a process of its own."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 LOCAL_REGION = "us-east-1"
@@ -26,6 +27,26 @@ class MotoHandle:
     url: str
 
 
+def _retention_check_in_constant_time() -> None:
+    """moto checks each received message's retention by computing *all* queue attributes (three
+    passes over every message in the queue, with clock reads), which makes a receive from a
+    queue holding N messages O(N) per message: quadratic over a large local run, and the local
+    runtime's biggest CPU cost at 2,000 images (py-spy, ~15%). Same rule, read directly."""
+    from moto.core.utils import unix_time
+    from moto.sqs.models import SQSBackend
+
+    if getattr(SQSBackend, "_imgcap_retention_patched", False):
+        return
+
+    def is_valid(self: SQSBackend, queue_name: str, message: Any) -> bool:
+        queue = self.get_queue(queue_name)
+        retention_s = int(queue.message_retention_period)  # type: ignore[attr-defined]
+        return retention_s + message.sent_timestamp / 1000 > unix_time()
+
+    SQSBackend.is_message_valid_based_on_retention_period = is_valid  # type: ignore[method-assign]
+    SQSBackend._imgcap_retention_patched = True  # type: ignore[attr-defined]
+
+
 def _list_moto_modules_once() -> None:
     """moto's dispatcher lists its package directory (a listdir and a stat per service) on every
     request to find the backend; the list never changes while the process runs, so list it once.
@@ -39,9 +60,8 @@ def _list_moto_modules_once() -> None:
     backends._imgcap_listed_once = True  # type: ignore[attr-defined]
 
 
-@contextmanager
-def moto_server() -> Iterator[MotoHandle]:
-    """Run moto's server on 127.0.0.1 and an OS-chosen free port for the duration of the block."""
+def _serve_moto(conn: Any) -> None:
+    """In the moto process: start the server, send its port, serve until the parent says stop."""
     import logging
 
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
@@ -49,13 +69,46 @@ def moto_server() -> Iterator[MotoHandle]:
     # werkzeug logs every request to stderr; the local runtime shows its own progress instead.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     _list_moto_modules_once()
+    _retention_check_in_constant_time()
     server = ThreadedMotoServer(ip_address=LOOPBACK, port=0, verbose=False)
     server.start()
-    host, port = server.get_host_and_port()
     try:
-        yield MotoHandle(url=f"http://{host}:{port}")
+        conn.send(server.get_host_and_port())
+        conn.recv()  # any message, or EOF when the parent is gone: stop
+    except (EOFError, OSError):
+        pass
     finally:
         server.stop()
+
+
+@contextmanager
+def moto_server(startup_timeout_s: float = 120.0) -> Iterator[MotoHandle]:
+    """Run moto's server on 127.0.0.1 and an OS-chosen free port for the duration of the block.
+
+    It runs in its own process: moto does most of a local run's CPU work, and in the runtime's
+    process it would share one interpreter lock with the Bedrock stand-in, the event sources and
+    the ledger (a busy stand-in then answered late enough for clients to time out).
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    process = ctx.Process(target=_serve_moto, args=(child,), name="moto-server", daemon=True)
+    process.start()
+    child.close()
+    try:
+        if not parent.poll(startup_timeout_s):
+            raise RuntimeError(f"the moto server did not start within {startup_timeout_s:g} s")
+        host, port = parent.recv()
+        yield MotoHandle(url=f"http://{host}:{port}")
+    finally:
+        with suppress(OSError):
+            parent.send("stop")
+        parent.close()
+        process.join(timeout=15)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
 
 
 def endpoint_environment(moto_url: str, bedrock_url: str | None) -> dict[str, str]:
