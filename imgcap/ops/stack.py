@@ -19,10 +19,12 @@ from botocore.exceptions import ClientError
 from imgcap.ops.aws import EXIT_AWS, AwsClients, OpsError, error_code, is_access_denied
 from lambdas.shared.contract import (
     OUTPUT_BUCKET,
+    OUTPUT_CAPTION_FUNCTION,
     OUTPUT_DASHBOARD,
     OUTPUT_DLQ_URL,
     OUTPUT_QUEUE_URL,
     OUTPUT_RESIZE_FAILURE_QUEUE,
+    OUTPUT_RESIZE_FUNCTION,
     SSM_BUCKET_PARAM,
     SSM_DLQ_URL_PARAM,
     SSM_QUEUE_URL_PARAM,
@@ -38,6 +40,8 @@ _SOURCES: Mapping[str, tuple[str | None, str]] = {
     "dlq_url": (SSM_DLQ_URL_PARAM, OUTPUT_DLQ_URL),
     "dashboard_name": (None, OUTPUT_DASHBOARD),
     "resize_failure_queue_url": (None, OUTPUT_RESIZE_FAILURE_QUEUE),
+    "resize_function": (None, OUTPUT_RESIZE_FUNCTION),
+    "caption_function": (None, OUTPUT_CAPTION_FUNCTION),
 }
 
 
@@ -53,6 +57,7 @@ class StackRef:
     sources: tuple[str, ...] = ()  # "ssm" and/or "cloudformation"
     stack_status: str | None = None
     warnings: tuple[str, ...] = field(default=())
+    function_names: tuple[str, ...] = ()  # resize and caption (stack outputs), for the Lambda cost
 
     @property
     def ssm_prefix(self) -> str:
@@ -196,4 +201,5 @@ def resolve_stack(
         sources=sources,
         stack_status=status,
         warnings=tuple(notes),
+        function_names=tuple(n for n in (values["resize_function"], values["caption_function"]) if n),
     )

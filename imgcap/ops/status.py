@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from imgcap.ops.bucket import (
@@ -98,6 +98,8 @@ class Status:
     attention: list[str] = field(default_factory=list)  # plain sentences for the operator
     resize_failure_queue: QueueDepth | None = None  # uploads the resize function gave up on
     price_basis: str = "model"  # "model": each record's model and tier (contract.MODEL_PRICES); "flat"
+    capacity_shortfall: dict[str, Any] | None = None  # health/capacity.json, when recent (issue 13)
+    cost_per_1000_captions: dict[str, Any] | None = None  # Bedrock (records) + Lambda (CloudWatch)
 
 
 def queue_depth(sqs: Any, queue_url: str) -> QueueDepth:
@@ -253,8 +255,91 @@ def collect(
 
     index = index_status(ctx)
     status.search_index = None if index is None else index.as_dict()
+    status.capacity_shortfall = read_capacity_shortfall(s3, bucket, datetime.now(UTC).timestamp())
+    status.cost_per_1000_captions = cost_per_1000(ctx, usage)
     status.attention = attention_sentences(status)
     return status
+
+
+# A shortfall noted in the last 15 minutes is current: workers note one at most once a minute.
+CAPACITY_RECENT_S = 900
+LAMBDA_COST_WINDOW_H = 24
+
+
+def read_capacity_shortfall(s3: Any, bucket: str, now_epoch: float) -> dict[str, Any] | None:
+    """The caption fleet's latest 'too small for the quota' note, if it is recent."""
+    try:
+        document = read_json(s3, bucket, keys.CAPACITY_HEALTH_KEY)
+    except RecordUnreadable:
+        return None
+    epoch = document.get("epoch")
+    if not isinstance(epoch, int | float) or now_epoch - float(epoch) > CAPACITY_RECENT_S:
+        return None
+    return document
+
+
+def lambda_figures(ctx: OpsContext, hours: int = LAMBDA_COST_WINDOW_H) -> dict[str, float] | None:
+    """GB-seconds and requests of the stack's functions over the last ``hours`` (CloudWatch's
+    AWS/Lambda Duration and Invocations, memory from the function configuration); None when the
+    stack's function names or those metrics are not available (the local runtime has neither)."""
+    names = ctx.stack.function_names
+    if not names:
+        return None
+    end = datetime.now(UTC)
+    start = end - timedelta(hours=hours)
+
+    def total(cloudwatch: Any, namespace: str, metric: str, dimension: tuple[str, str]) -> float:
+        points = cloudwatch.get_metric_statistics(
+            Namespace=namespace,
+            MetricName=metric,
+            Dimensions=[{"Name": dimension[0], "Value": dimension[1]}],
+            StartTime=start,
+            EndTime=end,
+            Period=3600,
+            Statistics=["Sum"],
+        )["Datapoints"]
+        return sum(float(p["Sum"]) for p in points)
+
+    gb_seconds = requests = 0.0
+    try:
+        cloudwatch, lambda_ = ctx.clients.client("cloudwatch"), ctx.clients.client("lambda")
+        for name in names:
+            memory_mb = float(lambda_.get_function_configuration(FunctionName=name)["MemorySize"])
+            duration_ms = total(cloudwatch, "AWS/Lambda", "Duration", ("FunctionName", name))
+            gb_seconds += duration_ms / 1000 * memory_mb / 1024
+            requests += total(cloudwatch, "AWS/Lambda", "Invocations", ("FunctionName", name))
+        captions = total(
+            cloudwatch, contract.METRICS_NAMESPACE, contract.Metric.CAPTIONS_WRITTEN, ("service", "caption")
+        )
+    except Exception:  # no access or no such metric: the Bedrock figure still stands
+        return None
+    return {"gb_seconds": gb_seconds, "requests": requests, "captions": captions}
+
+
+def cost_per_1000(ctx: OpsContext, usage: Usage | None) -> dict[str, Any] | None:
+    """Per 1,000 captions: the records' tokens at their model's price, plus Lambda when measured."""
+    if usage is None or usage.captions_read == 0:
+        return None
+    per_caption = 1000 / usage.captions_read
+    bedrock = round(usage.estimated_cost_usd * per_caption, 4)
+    out: dict[str, Any] = {"bedrock_usd": bedrock, "lambda_usd": None, "total_usd": None, "basis": ""}
+    figures = lambda_figures(ctx)
+    if figures is None or figures["captions"] <= 0:
+        out["basis"] = "Bedrock from the caption records; Lambda not measured (no CloudWatch figures)"
+        return out
+    # Lambda: the last day's GB-seconds and requests of both functions over the captions written
+    # in that day (the CaptionsWritten metric), so retries and rejected uploads are in the price.
+    compute = contract.lambda_cost_usd(figures["gb_seconds"], figures["requests"])
+    compute *= 1000 / figures["captions"]
+    out.update(
+        lambda_usd=round(compute, 4),
+        total_usd=round(bedrock + compute, 4),
+        lambda_gb_seconds=round(figures["gb_seconds"], 1),
+        basis=(
+            f"Bedrock from the caption records; Lambda from the last {LAMBDA_COST_WINDOW_H} h of CloudWatch"
+        ),
+    )
+    return out
 
 
 # A configuration fault older than this is history, not news (the alarm has the full record).
@@ -284,6 +369,12 @@ def attention_sentences(status: Status) -> list[str]:
             f"({fault.get('error_type')}: {fault.get('message')}) for model {fault.get('model_id')}; "
             f"{waiting} message(s) wait in the queues and nothing was written off: enable model access "
             "or fix the SSM model-id, then run `imgcap redrive`."
+        )
+    shortfall = status.capacity_shortfall
+    if shortfall and shortfall.get("message"):
+        out.append(
+            f"The caption fleet is too small for the quota (noted {shortfall.get('occurred_at')}): "
+            f"{shortfall['message']}."
         )
     if status.usage is not None and status.usage.truncated:
         out.append(
@@ -347,6 +438,12 @@ def as_text(status: Status) -> str:
             else "at each caption's model and service-tier list price"
         )
         lines.append(f"estimated model cost: {usd(u.estimated_cost_usd)} ({basis})")
+        cost = status.cost_per_1000_captions
+        if cost:
+            lambda_part = f" + Lambda {usd(cost['lambda_usd'])}" if cost.get("lambda_usd") is not None else ""
+            lines.append(
+                f"per 1,000 captions: Bedrock {usd(cost['bedrock_usd'])}{lambda_part} ({cost['basis']})"
+            )
         if u.by_model:
             lines.append("  by model: " + ", ".join(f"{m} {n}" for m, n in u.by_model.items()))
     if status.search_index is not None:

@@ -399,3 +399,55 @@ def test_top_level_help_lists_operator_commands(capsys: pytest.CaptureFixture[st
         assert f"    {command}" in text
     assert "exit codes:" in text
     assert "--json" in text
+
+
+def test_status_says_when_the_fleet_is_too_small_and_prices_1000_captions(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given captions and a recent capacity note from a caption worker (issue 13)
+    import time
+
+    from lambdas.caption.capacity import assess
+
+    seed_pipeline_state(env)
+    note = assess(
+        requests_per_minute=200,
+        tokens_per_minute=400_000,
+        tokens_per_call=2_000,
+        concurrency=10,
+        call_s=4.3,
+        backlog=True,
+    ).document(epoch=time.time(), occurred_at="2026-12-01T10:00:00Z", model_id="us.amazon.nova-pro-v1:0")
+    env.s3.put_object(Bucket=env.stack.bucket, Key="health/capacity.json", Body=json.dumps(note).encode())
+
+    # When status runs as JSON and as text
+    code, out, err = run(capsys, "status", "--stack-name", env.name, "--json")
+    assert code == 0, err
+    status = json.loads(out)
+    code, text, _ = run(capsys, "status", "--stack-name", env.name)
+
+    # Then the shortfall is one sentence with the fix, and 1,000 captions have a Bedrock price
+    assert status["capacity_shortfall"]["suggested_max_concurrency"] == 18
+    [sentence] = [s for s in status["attention"] if "too small for the quota" in s]
+    assert "10 workers can do ~140 of the 200 requests/minute configured" in sentence
+    assert "`-c maxConcurrency=18`" in sentence
+    assert "attention: The caption fleet is too small" in text
+    cost = status["cost_per_1000_captions"]
+    assert cost["bedrock_usd"] == pytest.approx(status["usage"]["estimated_cost_usd"] / 2 * 1000, rel=1e-3)
+    assert cost["lambda_usd"] is None  # no function names and no AWS/Lambda metrics here
+    assert "per 1,000 captions: Bedrock $" in text
+
+
+def test_status_ignores_a_capacity_note_older_than_fifteen_minutes(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    seed_pipeline_state(env)
+    old = {"kind": "capacity_shortfall", "message": "at the observed ...", "epoch": time.time() - 3600}
+    env.s3.put_object(Bucket=env.stack.bucket, Key="health/capacity.json", Body=json.dumps(old).encode())
+    code, out, err = run(capsys, "status", "--stack-name", env.name, "--json")
+    assert code == 0, err
+    status = json.loads(out)
+    assert status["capacity_shortfall"] is None
+    assert not [s for s in status["attention"] if "too small for the quota" in s]
