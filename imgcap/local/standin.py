@@ -16,6 +16,9 @@ It speaks the REST shape boto3's ``bedrock-runtime`` client sends and parses: ``
 
 Every call is counted per outcome and every answered call per image (SHA-256 of the image
 bytes), so the local runtime can report model calls, throttles and duplicate paid calls.
+
+Over 500 lines: one HTTP stand-in with its image measures, answers (text and tool use), quota and
+fault plan; the latency model (``latency.py``) and the embeddings answers live apart.
 """
 
 from __future__ import annotations

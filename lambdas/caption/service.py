@@ -31,6 +31,9 @@ throttled call cost nothing, and whichever delivery of the image comes back firs
 the call; the caption check under the claim keeps it to one successful paid call. After an
 ``errors/`` record for a model failure, duplicates of that ETag make no call either; to try an
 image again, delete its error record and re-send its message (or upload it again).
+
+Over 500 lines: the one use case and its outcomes read top to bottom in one place; the pieces
+that stand alone already live beside it (claims, pacing, capacity, backoff, model, structured).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = [
     "lambdas/caption/model.py",
     "lambdas/caption/pacing.py",
+    "lambdas/caption/capacity.py",
     "lambdas/caption/backoff.py",
     "lambdas/caption/structured.py",
     "lambdas/caption/prompts.py",
