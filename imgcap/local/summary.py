@@ -297,6 +297,7 @@ def _cost(summary: Mapping[str, Any], *pools: WorkerPool) -> dict[str, Any]:
         output_tokens=float(summary["output_tokens"] or 0),
         gb_seconds=gb_seconds,
         lambda_requests=sum(p.stats.invocations for p in pools),
+        bedrock_usd=summary.get("estimated_cost_usd"),  # each caption at its model and tier
     )
     return {**cost, "lambda_gb_seconds": round(gb_seconds, 3)}
 

@@ -621,13 +621,19 @@ def cost_per_1000_captions(
     lambda_requests: float,
     input_price_per_1k: float = NOVA_PRO_INPUT_PRICE_PER_1K,
     output_price_per_1k: float = NOVA_PRO_OUTPUT_PRICE_PER_1K,
+    bedrock_usd: float | None = None,
 ) -> dict[str, float | None]:
-    """USD per 1,000 captions: Bedrock tokens at the given prices, Lambda GB-seconds and requests.
+    """USD per 1,000 captions: Bedrock tokens at the given prices (or ``bedrock_usd`` when each
+    record was already priced at its own model and tier), Lambda GB-seconds and requests.
 
     Every call and invocation counts (throttled retries, rejected uploads), divided by the captions
     written: what 1,000 captions really cost. ``None`` when nothing was captioned.
     """
-    bedrock = estimate_cost_usd(input_tokens, output_tokens, input_price_per_1k, output_price_per_1k)
+    bedrock = (
+        bedrock_usd
+        if bedrock_usd is not None
+        else estimate_cost_usd(input_tokens, output_tokens, input_price_per_1k, output_price_per_1k)
+    )
     compute = lambda_cost_usd(gb_seconds, lambda_requests)
     if captions <= 0:
         return {"bedrock_usd": None, "lambda_usd": None, "total_usd": None}
