@@ -268,14 +268,7 @@ LAMBDA_COST_WINDOW_H = 24
 
 def read_capacity_shortfall(s3: Any, bucket: str, now_epoch: float) -> dict[str, Any] | None:
     """The caption fleet's latest 'too small for the quota' note, if it is recent."""
-    try:
-        document = read_json(s3, bucket, keys.CAPACITY_HEALTH_KEY)
-    except RecordUnreadable:
-        return None
-    epoch = document.get("epoch")
-    if not isinstance(epoch, int | float) or now_epoch - float(epoch) > CAPACITY_RECENT_S:
-        return None
-    return document
+    return _recent_health(s3, bucket, keys.CAPACITY_HEALTH_KEY, now_epoch, CAPACITY_RECENT_S)
 
 
 def lambda_figures(ctx: OpsContext, hours: int = LAMBDA_COST_WINDOW_H) -> dict[str, float] | None:
@@ -348,12 +341,19 @@ CONFIGURATION_FAULT_RECENT_S = 3600
 
 def read_configuration_fault(s3: Any, bucket: str, now_epoch: float) -> dict[str, Any] | None:
     """The caption stage's latest configuration fault, if it happened in the last hour."""
+    return _recent_health(s3, bucket, keys.CAPTION_HEALTH_KEY, now_epoch, CONFIGURATION_FAULT_RECENT_S)
+
+
+def _recent_health(
+    s3: Any, bucket: str, key: str, now_epoch: float, max_age_s: float
+) -> dict[str, Any] | None:
+    """A ``health/`` document, when one exists and its ``epoch`` is at most ``max_age_s`` old."""
     try:
-        document = read_json(s3, bucket, keys.CAPTION_HEALTH_KEY)
+        document = read_json(s3, bucket, key)
     except RecordUnreadable:  # none written yet (or not JSON): nothing to report
         return None
     epoch = document.get("epoch")
-    if not isinstance(epoch, int | float) or now_epoch - float(epoch) > CONFIGURATION_FAULT_RECENT_S:
+    if not isinstance(epoch, int | float) or now_epoch - float(epoch) > max_age_s:
         return None
     return document
 

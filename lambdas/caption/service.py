@@ -152,8 +152,20 @@ class CaptionWorker:
         self.rand = rand
         self.safety_margin_s = safety_margin_s
         self.object_tags = object_tags  # set only when the stack enables writeObjectTags
-        self._health_noted_at: float | None = None
-        self._capacity_noted_at: float | None = None
+        self._health_noted_at: dict[str, float] = {}  # health document key -> when last written
+
+    def _note_health(self, key: str, build: Callable[[float], dict[str, Any]]) -> None:
+        """Write ``health/<key>`` for ``imgcap status``: best effort, at most once an interval per
+        document and environment (``build`` gets the wall-clock time)."""
+        now = self.wall()
+        last = self._health_noted_at.get(key)
+        if last is not None and now - last < HEALTH_NOTE_INTERVAL_S:
+            return
+        self._health_noted_at[key] = now
+        try:
+            self.store.put_json(key, build(now))
+        except Exception:
+            logger.warning(f"could not write the health record {key}", exc_info=True)
 
     def note_configuration_fault(self, code: str, message: str, model_id: str) -> None:
         """Record the latest configuration fault for ``imgcap status`` (best effort, rate-limited).
@@ -161,34 +173,24 @@ class CaptionWorker:
         Every image it hit waits in the queue (then the DLQ); this one document is what tells the
         operator why, in words, without reading logs.
         """
-        now = self.wall()
-        if self._health_noted_at is not None and now - self._health_noted_at < HEALTH_NOTE_INTERVAL_S:
-            return
-        self._health_noted_at = now
-        document = {
-            "kind": "configuration_fault",
-            "error_type": code,
-            "message": message,
-            "model_id": model_id,
-            "occurred_at": utc_now_iso(),
-            "epoch": now,
-        }
-        try:
-            self.store.put_json(keys.CAPTION_HEALTH_KEY, document)
-        except Exception:
-            logger.warning("could not write the health record", exc_info=True)
+        self._note_health(
+            keys.CAPTION_HEALTH_KEY,
+            lambda now: {
+                "kind": "configuration_fault",
+                "error_type": code,
+                "message": message,
+                "model_id": model_id,
+                "occurred_at": utc_now_iso(),
+                "epoch": now,
+            },
+        )
 
     def note_capacity(self, assessment: Assessment, model_id: str) -> None:
         """Record a capacity shortfall for ``imgcap status`` (best effort, rate-limited)."""
-        now = self.wall()
-        if self._capacity_noted_at is not None and now - self._capacity_noted_at < HEALTH_NOTE_INTERVAL_S:
-            return
-        self._capacity_noted_at = now
-        document = assessment.document(epoch=now, occurred_at=utc_now_iso(), model_id=model_id)
-        try:
-            self.store.put_json(keys.CAPACITY_HEALTH_KEY, document)
-        except Exception:
-            logger.warning("could not write the capacity record", exc_info=True)
+        self._note_health(
+            keys.CAPACITY_HEALTH_KEY,
+            lambda now: assessment.document(epoch=now, occurred_at=utc_now_iso(), model_id=model_id),
+        )
 
     def begin(
         self, settings: CaptionSettings, remaining_ms: Callable[[], int], *, backlog: bool = False
