@@ -31,7 +31,7 @@ from infra.config import (
 from infra.constructs.configuration import Configuration
 from infra.constructs.function import PipelineFunction
 from infra.constructs.storage import Storage
-from lambdas.shared.contract import caption_environment
+from lambdas.shared.contract import BATCH_JOBS_PREFIX, caption_environment
 
 
 class CaptionStage(Construct):
@@ -78,10 +78,11 @@ class CaptionStage(Construct):
         # Reads the encoded image; HEADs the upload (is this version still current?) and an existing
         # caption or final error record (dedupe); writes the caption or an error record; takes,
         # reads and releases the claim that makes the paid model call happen once; notes a
-        # configuration fault in health/caption.json for `imgcap status`.
+        # configuration fault in health/caption.json for `imgcap status`; reads a backfill job's
+        # document (batch/jobs/) when a batch job holds the claim (the message can then finish).
         storage.grant_objects(
             role,
-            read=[IMAGES_PREFIX, ENCODED_PREFIX, CAPTIONS_PREFIX, ERRORS_PREFIX, CLAIMS_PREFIX],
+            read=[IMAGES_PREFIX, ENCODED_PREFIX, CAPTIONS_PREFIX, ERRORS_PREFIX, CLAIMS_PREFIX, BATCH_JOBS_PREFIX],
             write=[CAPTIONS_PREFIX, ERRORS_PREFIX, CLAIMS_PREFIX, HEALTH_PREFIX],
             delete=[CLAIMS_PREFIX],
         )

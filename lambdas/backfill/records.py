@@ -104,7 +104,7 @@ def job_name(stack_name: str, backfill_id: str, part: int) -> str:
 
 
 def job_document_key(name: str) -> str:
-    return f"{BATCH_JOBS_PREFIX}{name}.json"
+    return keys.batch_job_document_key(name)
 
 
 def job_index_key(name: str) -> str:

@@ -34,7 +34,7 @@ from lambdas.backfill.adapters import BedrockJobs, FileSink
 from lambdas.backfill.requests import BackfillRequest, Item
 from lambdas.backfill.settings import BackfillEnv, BatchModel
 from lambdas.caption import prompts
-from lambdas.caption.claims import Claim, Claims
+from lambdas.caption.claims import BATCH_HOLDER_PREFIX, Claim, Claims
 from lambdas.caption.model import decode_png
 from lambdas.shared import keys
 from lambdas.shared.config import FolderPrompt, ModelSpec
@@ -174,7 +174,7 @@ class Submitter:
             return Skip.NOT_ENCODED
         if encoded.metadata.get(SOURCE_ETAG_META) != item.etag:
             return Skip.SUPERSEDED
-        holder = f"batch:{name}"
+        holder = f"{BATCH_HOLDER_PREFIX}{name}"
         claim = self._claims.take(item.key, item.etag, holder, hold_s=hold_s) or self._own_claim(item, holder)
         if claim is None:
             return Skip.CLAIMED

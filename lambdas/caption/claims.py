@@ -23,6 +23,9 @@ from lambdas.shared.observability import logger
 from lambdas.shared.storage import ObjectMissing, PreconditionFailed, Store
 
 
+BATCH_HOLDER_PREFIX = "batch:"  # a backfill job's claims name it: "batch:<job name>"
+
+
 @dataclass(frozen=True, slots=True)
 class Claim:
     key: str
@@ -76,6 +79,23 @@ class Claims:
             return None  # someone else took it over (or released it) first
         logger.info("expired claim taken over", extra={"claim_key": key, "claimed_at": claimed_at})
         return Claim(key, etag)
+
+    def batch_job_holding(self, source_key: str, source_etag: str) -> str | None:
+        """The job name when a batch job's claim (holder ``batch:<job>``, ``held_until`` ahead)
+        holds this version now; None for an online holder, an expired hold or no claim."""
+        try:
+            raw, _ = self._store.get_bytes(keys.claim_key(source_key, source_etag))
+        except ObjectMissing:
+            return None
+        if self._wall() >= held_until_of(raw):
+            return None
+        try:
+            holder = json.loads(raw).get("message_id")
+        except (ValueError, AttributeError):
+            return None
+        if isinstance(holder, str) and holder.startswith(BATCH_HOLDER_PREFIX):
+            return holder[len(BATCH_HOLDER_PREFIX) :] or None
+        return None
 
     def release(self, claim: Claim) -> None:
         """Best effort: a claim left behind only delays a duplicate until its lease expires."""

@@ -134,6 +134,8 @@ def _record_metrics(result: Result) -> None:
         count(Metric.DUPLICATES_AVOIDED)
     elif result.outcome is Outcome.SUPERSEDED:
         count(Metric.SUPERSEDED)
+    elif result.outcome is Outcome.BATCH_HELD:
+        count(Metric.HELD_BY_BATCH)
     elif result.outcome is Outcome.REJECTED and result.error_code:
         count_rejection(result.error_code)
     if result.failed:

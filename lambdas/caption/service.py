@@ -10,7 +10,9 @@ For one delivery of an ``ImageMessage``:
    ``encoded_invalid``;
 4. take the claim ``claims/<path>.<etag>.json`` (``claims.Claims``). Held by anyone else and
    younger than the lease -> batch item failure with a backed-off visibility (next time it finds
-   the caption). Older than the lease (its holder's invocation has ended) -> taken over;
+   the caption). Older than the lease (its holder's invocation has ended) -> taken over. Held
+   by a backfill job that Bedrock has accepted -> ``batch_held``, finished: the job's collector
+   ends the image (a caption, an error record, or a new message to this queue);
 5. with the claim held, check again for a caption (or a caption-stage error record) for this
    ETag: the one check that cannot race, because a writer stores its caption before releasing;
 6. wait for the pacer, unless the wait plus one expected call would not fit in the invocation's
@@ -78,6 +80,7 @@ class Outcome(StrEnum):
     REJECTED = "rejected"  # errors/ record written, message finished
     DEFERRED = "deferred"  # retryable model failure: back to the queue, backed off
     BUSY = "busy"  # another delivery holds the claim: back to the queue, backed off
+    BATCH_HELD = "batch_held"  # a submitted backfill job holds the image: its collector settles it
     STOPPED = "stopped"  # no time left in this invocation: back to the queue soon
     UNATTRIBUTABLE = "unattributable"  # not a message and names no image: fails until the DLQ
 
@@ -275,6 +278,14 @@ class Batch:
 
         claim = self._claims.take(message.source_key, message.source_etag, delivery.message_id)
         if claim is None:
+            job = self._submitted_job_holding(message)
+            if job is not None:
+                return self._done(
+                    message,
+                    Outcome.BATCH_HELD,
+                    f"batch job {job} holds this image: its collector writes the caption or the error "
+                    "record, or sends the image back to this queue",
+                )
             visibility = self._backoff(delivery)
             self._change_visibility(delivery, visibility)
             return self._done(
@@ -287,6 +298,23 @@ class Batch:
             return self._caption(message, delivery, png)
         finally:
             self._claims.release(claim)
+
+    def _submitted_job_holding(self, message: ImageMessage) -> str | None:
+        """A backfill job that holds this version and has been created in Bedrock (its document
+        says running or collecting, with a job ARN): the message can finish, because the job's
+        collector ends the image as a caption or an error record, or sends it back to this queue.
+        A hold whose job is not created yet (or failed to be) keeps the message: backed off."""
+        job = self._claims.batch_job_holding(message.source_key, message.source_etag)
+        if job is None:
+            return None
+        try:
+            raw, _ = self._w.store.get_bytes(keys.batch_job_document_key(job))
+            document = json.loads(raw)
+        except (ObjectMissing, ValueError):
+            return None
+        if not isinstance(document, dict) or not document.get("job_arn"):
+            return None
+        return job if document.get("state") in {"running", "collecting"} else None
 
     def _caption(self, message: ImageMessage, delivery: Delivery, png: bytes) -> Result:
         """With the claim held: final duplicate check, pacing, the one paid call, the record."""

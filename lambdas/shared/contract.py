@@ -316,6 +316,7 @@ class Metric:
     INPUT_TOKENS = "InputTokens"
     OUTPUT_TOKENS = "OutputTokens"
     DUPLICATES_AVOIDED = "DuplicatesAvoided"
+    HELD_BY_BATCH = "MessagesHeldByBatch"  # a submitted backfill job owns the image: message finished
     END_TO_END_AGE = "EndToEndAge"
     DEFERRED = "MessagesDeferred"  # batch item failures: retried later with a backed-off visibility
     PACING_WAIT_MS = "PacingWait"

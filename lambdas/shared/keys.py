@@ -10,6 +10,7 @@ import hashlib
 import re
 
 from lambdas.shared.contract import (
+    BATCH_JOBS_PREFIX,
     CAPTIONS_PREFIX,
     CLAIMS_PREFIX,
     ENCODED_PREFIX,
@@ -81,6 +82,12 @@ def caption_key(source_key: str) -> str:
 
 def error_key(source_key: str) -> str:
     return _derive(ERRORS_PREFIX, relative_path(source_key), ERROR_SUFFIX)
+
+
+def batch_job_document_key(job_name: str) -> str:
+    """``batch/jobs/<job name>.json``: a backfill job's document (its state, written by the backfill
+    functions; the caption stage reads it to know a batch hold belongs to a job that exists)."""
+    return f"{BATCH_JOBS_PREFIX}{job_name}.json"
 
 
 def claim_key(source_key: str, source_etag: str) -> str:

@@ -434,8 +434,9 @@ def test_given_the_real_online_consumer_then_batch_and_online_never_both_pay_for
     items = [world.seed(f"o{i}.jpg") for i in range(4)]
     world.submit(world.request(items))
     (created,) = world.bedrock.created
-    # While the job runs, an online delivery of any of its images makes no call
-    assert [deliver(i) for i in items] == [Outcome.BUSY] * 4
+    # While the job runs, an online delivery of any of its images makes no call and finishes:
+    # the job's collector owns the image (a retry would only use up receives until the DLQ)
+    assert [deliver(i) for i in items] == [Outcome.BATCH_HELD] * 4
     assert calls == []
     unanswered = next(e.record_id for e in _index(world, created["jobName"]) if e.source_key == items[3].key)
     world.bedrock.finish(world.s3, created["jobArn"], status="PartiallyCompleted", skip={unanswered})
@@ -448,6 +449,16 @@ def test_given_the_real_online_consumer_then_batch_and_online_never_both_pay_for
     assert len(calls) == 1
     assert world.caption(items[3])["caption"] == "an online caption"
     assert "mode" not in world.caption(items[3])
+
+    # A batch hold whose job Bedrock never accepted (no job document saying running) keeps the
+    # message: it is backed off, not finished, so nothing is lost if the job is never created
+    lonely = world.seed("lonely.jpg")
+    world.store.put_json(
+        keys.claim_key(lonely.key, lonely.etag),
+        {"message_id": "batch:never-created", "claimed_at": time.time(), "held_until": time.time() + 3600},
+    )
+    assert deliver(lonely) is Outcome.BUSY
+    assert len(calls) == 1
 
 
 def test_given_two_collectors_then_one_settles_the_job_and_a_stale_lock_is_taken_over(world):
