@@ -82,7 +82,14 @@ class CaptionStage(Construct):
         # document (batch/jobs/) when a batch job holds the claim (the message can then finish).
         storage.grant_objects(
             role,
-            read=[IMAGES_PREFIX, ENCODED_PREFIX, CAPTIONS_PREFIX, ERRORS_PREFIX, CLAIMS_PREFIX, BATCH_JOBS_PREFIX],
+            read=[
+                IMAGES_PREFIX,
+                ENCODED_PREFIX,
+                CAPTIONS_PREFIX,
+                ERRORS_PREFIX,
+                CLAIMS_PREFIX,
+                BATCH_JOBS_PREFIX,
+            ],
             write=[CAPTIONS_PREFIX, ERRORS_PREFIX, CLAIMS_PREFIX, HEALTH_PREFIX],
             delete=[CLAIMS_PREFIX],
         )

@@ -22,7 +22,6 @@ from lambdas.shared import keys
 from lambdas.shared.observability import logger
 from lambdas.shared.storage import ObjectMissing, PreconditionFailed, Store
 
-
 BATCH_HOLDER_PREFIX = "batch:"  # a backfill job's claims name it: "batch:<job name>"
 
 
