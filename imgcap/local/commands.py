@@ -11,8 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from imgcap.exits import EXIT_CODES_HELP, EXIT_USAGE
+from imgcap.local.batch_standin import BatchFaultError, parse_batch_faults
 from imgcap.local.faults import FaultSpecError, parse_faults
-from lambdas.shared.contract import CAPTION_FORMATS, DEFAULT_STACK_NAME, SERVICE_TIERS
+from lambdas.shared.config import ConfigError
+from lambdas.shared.contract import (
+    BATCH_LIMIT_RANGES,
+    CAPTION_FORMATS,
+    DEFAULT_STACK_NAME,
+    SERVICE_TIERS,
+    BatchLimits,
+    parse_batch_limits,
+)
 
 EPILOG = (
     """\
@@ -27,6 +36,15 @@ an --out that is not a writable folder. --json prints summary.json's content on 
   throttle=0.2,server=0.05,timeout=0.02,validation=0.01,model=0.01
 (throttles, 5xx, read timeouts, ValidationException, ModelErrorException); scripted faults such as
 "ok*2,timeout*1" fail exactly those calls; seed=N fixes the random draw.
+
+--mode batch captions through a backfill instead (what `imgcap backfill` starts in the cloud):
+the uploads are resized, then the submit function builds the JSONL files and creates a Bedrock
+batch inference job on the stand-in's control plane, and the collect function turns the job's
+output into caption records (mode "batch", priced at the batch rate) when the job's state-change
+event or the scheduled poll finds it done. --batch-faults injects, e.g.
+  failed_records=0.05,partial_jobs=1,failed_jobs=1,drop_events=1
+(error lines for a share of records, jobs that end PartiallyCompleted or Failed, lost completion
+events); --batch-limits sets the job limits, e.g. min_records=100,max_records_per_job=100.
 
 """
     + EXIT_CODES_HELP
@@ -195,12 +213,44 @@ def register(subparsers: Any) -> None:
         "--json", action="store_true", help="print the run's summary as one JSON object on stdout"
     )
     parser.add_argument(
+        "--mode",
+        choices=("online", "batch"),
+        default="online",
+        help="online: the caption queue and Converse at the quota; batch: a backfill through "
+        "Bedrock batch inference on the stand-in (half price; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-faults", default="", metavar="SPEC", help="--mode batch fault injection (see below)"
+    )
+    parser.add_argument(
+        "--batch-limits",
+        default="",
+        metavar="K=V,...",
+        help="--mode batch job limits (BatchLimits fields or backfill* context keys; default: the "
+        "stack's, e.g. a job needs at least 100 records)",
+    )
+    parser.add_argument(
         "--no-search",
         dest="search",
         action="store_false",
         help="leave out the index stage (S3 Vectors stand-in, embeddings, `imgcap search`)",
     )
     parser.set_defaults(func=run)
+
+
+def _batch_limits(text: str) -> BatchLimits:
+    values: dict[str, object] = {}
+    for part in text.split(","):
+        if part.strip():
+            name, sep, value = part.partition("=")
+            known = {*BATCH_LIMIT_RANGES, *(key for key, _, _ in BATCH_LIMIT_RANGES.values())}
+            if not sep or name.strip() not in known:
+                raise ValueError(
+                    f"--batch-limits: {part.strip()!r} is not NAME=VALUE with NAME one of "
+                    + ", ".join(sorted(BATCH_LIMIT_RANGES))
+                )
+            values[name.strip()] = value.strip()
+    return parse_batch_limits(values, label="--batch-limits:")
 
 
 def check_paths(images: Path, out: Path) -> str | None:
@@ -234,6 +284,17 @@ def run(args: argparse.Namespace) -> int:
         faults = parse_faults(args.faults)
     except FaultSpecError as exc:
         return _fail(args, f"--faults: {exc}")
+    try:
+        batch_faults = parse_batch_faults(args.batch_faults)
+        batch_limits = _batch_limits(args.batch_limits)
+    except (BatchFaultError, ConfigError, ValueError) as exc:
+        return _fail(args, str(exc))
+    if args.mode == "batch" and args.captioner != "standin":
+        return _fail(
+            args,
+            "--mode batch needs --captioner standin: a real Bedrock batch job cannot read the local "
+            "bucket (deploy the stack and run `imgcap backfill` for that)",
+        )
     options = LocalOptions(
         images=args.images,
         out=args.out,
@@ -255,6 +316,9 @@ def run(args: argparse.Namespace) -> int:
         folder_prompts=tuple(args.folder_prompt),
         write_object_tags=args.write_object_tags,
         search=args.search,
+        mode=args.mode,
+        batch_faults=batch_faults,
+        batch_limits=batch_limits,
     )
     if args.captioner == "bedrock" and not faults.is_empty:
         print(

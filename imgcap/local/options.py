@@ -7,12 +7,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from imgcap.local.batch_standin import BatchFaults
 from imgcap.local.faults import FaultSpec
 from imgcap.local.latency import NOVA_PRO, StandinLatency
 from lambdas.shared.contract import (
     CONNECT_TIMEOUT_S,
     DEFAULT_STACK_NAME,
     SSM_DEFAULTS,
+    BatchLimits,
     auto_concurrency,
     expected_model_latency_s,
 )
@@ -103,6 +105,10 @@ class LocalOptions:
     folder_prompts: tuple[tuple[str, str], ...] = ()  # (folder, prompt or JSON), as in SSM
     write_object_tags: bool = False
     search: bool = False  # the index stage + S3 Vectors stand-in (`imgcap local` turns it on; --no-search)
+    # issue 16: "batch" captions through a backfill (Bedrock batch inference on the stand-in)
+    mode: str = "online"
+    batch_faults: BatchFaults = field(default_factory=BatchFaults)
+    batch_limits: BatchLimits = field(default_factory=BatchLimits)
 
     @property
     def expected_latency_s(self) -> float:

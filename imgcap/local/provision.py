@@ -114,3 +114,21 @@ def provision(
         max_receive_count=max_receive_count,
         visibility_timeout_s=visibility_timeout_s,
     )
+
+
+def drop_test_events(sqs: Any, url: str) -> None:
+    """Drop the s3:TestEvent S3 sends when a notification is configured (PurgeQueue: once a minute)."""
+    while True:
+        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+            "Messages", []
+        )
+        if not messages:
+            return
+        for message in messages:
+            if "s3:TestEvent" in message.get("Body", ""):
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            else:  # not ours to drop: make it visible again
+                sqs.change_message_visibility(
+                    QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                )
+                return

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from imgcap.local.batch import BatchRunner, backfill_when_resized, prepare_batch
 from imgcap.local.emulator import BatchVerdict, Outcome, S3EventPump, SqsEventSource
 from imgcap.local.follow import Follower
 from imgcap.local.functions import (
@@ -61,7 +62,7 @@ from imgcap.local.servers import endpoint_environment
 from imgcap.local.standin import BedrockStandin
 from imgcap.local.summary import build_summary, done_line, prepare_out, rate_text, rates, write_outputs
 from imgcap.local.telemetry import LogSink, MetricTotals
-from imgcap.local.workers import InvocationResult, WorkerPool
+from imgcap.local.workers import FunctionSpec, InvocationResult, WorkerPool
 from imgcap.ops.status import queue_depth
 from imgcap.progress import Progress
 
@@ -95,6 +96,10 @@ class _Run:
     def on_resize(self, outcome: Outcome) -> None:
         if isinstance(outcome, InvocationResult):
             self.logs.add(RESIZE_SERVICE, outcome)
+
+    def on_batch(self, service: str, outcome: Outcome) -> None:
+        if isinstance(outcome, InvocationResult):
+            self.logs.add(service, outcome)
 
     def on_caption(self, outcome: Outcome, event: dict[str, Any], verdict: BatchVerdict) -> None:
         if isinstance(outcome, InvocationResult):
@@ -159,50 +164,27 @@ def _run_on_servers(
     _prepare_search(run, stack, endpoints, make)
     resize_pool = WorkerPool(resize_spec, tuning.resize_concurrency)
     caption_pool = WorkerPool(caption_spec, options.workers)
-    pump = S3EventPump(
-        sqs=sqs,
-        events_queue_url=stack.events_queue_url,
-        failure_queue_url=stack.resize_failure_queue_url,
-        function_arn=resize_spec.arn,
-        invoke=resize_pool.invoke,
-        concurrency=tuning.resize_concurrency,
-        retry_delays_s=tuning.async_retry_delays_s,
-        replays=options.replay_s3_events,
-        on_result=run.on_resize,
-    )
-    source = SqsEventSource(
-        sqs=sqs,
-        queue_url=stack.queue_url,
-        queue_arn=stack.queue_arn,
-        region=caption_spec.region,
-        invoke=caption_pool.invoke,
-        batch_size=options.batch_size,
-        max_concurrency=options.workers,
-        duplicate_deliveries=options.duplicate_caption_messages,
-        batching_window_s=options.batching_window_s,
-        on_result=run.on_caption,
-    )
+    pump, source = _event_sources(run, stack, sqs, (resize_spec, caption_spec), resize_pool, caption_pool)
     ledger = Ledger(listing_client(moto_url), sqs, stack)
     uploader = Uploader(ledger)
-    pump.start()
-    source.start()
-    if run.index is not None:
-        run.index.start()
+    batch = _prepare_batch(run, stack, endpoints, make, standin)
+    _start(run, pump, source, batch)
     try:
-        run.say(
-            f"imgcap local: {len(files)} file(s), captioner={options.captioner}{_latency_note(options)}, "
-            f"pacing_rpm={options.pacing_rpm or options.rpm:g}, "
-            + (f"standin_quota_rpm={options.rpm:g}, " if options.captioner == "standin" else "")
-            + f"concurrency={options.workers}, batch size={options.batch_size}, "
-            f"faults={options.faults.describe()}"
-        )
+        _say_start(run, len(files), batch is not None)
         thread = threading.Thread(
             target=uploader.upload_all, args=(s3, files, stack.bucket), name="uploader", daemon=True
         )
         thread.start()
-        timed_out = _wait_until_final(run, ledger, uploader, len(files), thread, sqs, stack, pump, source)
+        if batch is not None:
+            backfill_when_resized(
+                run.say, batch, ledger, thread, pump, sqs, stack, make, run.started + options.timeout_s
+            )
+            source.start()
+        timed_out = _wait_until_final(
+            run, ledger, uploader, len(files), thread, sqs, stack, pump, source, batch
+        )
         # Measured before the event sources stop (a stop drops the resize retries still waiting).
-        in_flight = _work_in_flight(ledger, pump, source, thread)
+        in_flight = _work_in_flight(ledger, pump, source, thread) + (batch.in_flight if batch else 0)
         keep = options.keep_running and not timed_out
         if not keep:
             # let batches still running finish (none, normally: the queues were quiet)
@@ -226,7 +208,7 @@ def _run_on_servers(
             work_in_flight=in_flight,
             never_uploaded=_never_uploaded(files, ledger, uploader),
         )
-        _add_search_summary(run, summary, make, sqs)
+        _add_stage_summaries(run, summary, make, sqs, batch, stack, ledger)
         report = write_outputs(options.out, options.images, ledger, summary, s3, stack.bucket)
         run.say(done_line(summary))
         _say_search(run, summary)
@@ -234,20 +216,54 @@ def _run_on_servers(
         if run.on_summary is not None:
             run.on_summary(summary)
         if keep:
-            follower = Follower(ledger, s3, stack.bucket, run.stream)
-            try:
-                keep_running(
-                    run.say, moto_url, standin, stack, tick=follower.tick, extra_env=_vectors_env(run)
-                )
-            finally:
-                follower.close()
+            _follow(run, ledger, s3, stack, moto_url, standin)
         return LocalResult(summary=summary, out=options.out, report=report)
     finally:
         _stop_event_sources(pump, source, 1.0)
+        if batch is not None:
+            batch.close()
         if run.index is not None:
             run.index.stop(2.0)
         resize_pool.close()
         caption_pool.close()
+
+
+def _start(run: _Run, pump: S3EventPump, source: SqsEventSource, batch: BatchRunner | None) -> None:
+    pump.start()
+    if batch is None:
+        source.start()
+    else:
+        batch.start()  # the caption event source starts once the backfill has been submitted
+    if run.index is not None:
+        run.index.start()
+
+
+def _follow(
+    run: _Run, ledger: Ledger, s3: Any, stack: LocalStack, moto_url: str, standin: BedrockStandin | None
+) -> None:
+    """--keep-running: follow new uploads until Ctrl-C."""
+    follower = Follower(ledger, s3, stack.bucket, run.stream)
+    try:
+        keep_running(run.say, moto_url, standin, stack, tick=follower.tick, extra_env=_vectors_env(run))
+    finally:
+        follower.close()
+
+
+def _add_stage_summaries(
+    run: _Run,
+    summary: dict[str, Any],
+    make: Any,
+    sqs: Any,
+    batch: BatchRunner | None,
+    stack: LocalStack,
+    ledger: Ledger,
+) -> None:
+    """The optional stages' parts of summary.json: search, and the backfill (--mode batch)."""
+    _add_search_summary(run, summary, make, sqs)
+    summary["mode"] = run.options.mode
+    if batch is not None:
+        summary["batch"] = batch.summary(stack.bucket, ledger)
+        run.say(batch.done_line(summary["batch"]))
 
 
 def _work_in_flight(
@@ -265,6 +281,76 @@ def _never_uploaded(files: Sequence[tuple[str, Path]], ledger: Ledger, uploader:
     """Files the uploader had not stored (nor failed to store) when the run stopped waiting."""
     failed = {k for k, _ in uploader.errors}
     return [k for k, _ in files if k not in ledger.uploads and k not in failed]
+
+
+def _event_sources(
+    run: _Run,
+    stack: LocalStack,
+    sqs: Any,
+    specs: tuple[FunctionSpec, FunctionSpec],
+    resize_pool: WorkerPool,
+    caption_pool: WorkerPool,
+) -> tuple[S3EventPump, SqsEventSource]:
+    """The resize function's S3 trigger and the caption queue's event source mapping."""
+    options, tuning = run.options, run.options.effective_tuning
+    resize_spec, caption_spec = specs
+    pump = S3EventPump(
+        sqs=sqs,
+        events_queue_url=stack.events_queue_url,
+        failure_queue_url=stack.resize_failure_queue_url,
+        function_arn=resize_spec.arn,
+        invoke=resize_pool.invoke,
+        concurrency=tuning.resize_concurrency,
+        retry_delays_s=tuning.async_retry_delays_s,
+        replays=options.replay_s3_events,
+        on_result=run.on_resize,
+    )
+    source = SqsEventSource(
+        sqs=sqs,
+        queue_url=stack.queue_url,
+        queue_arn=stack.queue_arn,
+        region=caption_spec.region,
+        invoke=caption_pool.invoke,
+        batch_size=options.batch_size,
+        max_concurrency=options.workers,
+        duplicate_deliveries=options.duplicate_caption_messages,
+        batching_window_s=options.batching_window_s,
+        on_result=run.on_caption,
+    )
+    return pump, source
+
+
+def _say_start(run: _Run, files: int, batch: bool) -> None:
+    options = run.options
+    run.say(
+        f"imgcap local: {files} file(s), captioner={options.captioner}{_latency_note(options)}, "
+        f"pacing_rpm={options.pacing_rpm or options.rpm:g}, "
+        + (f"standin_quota_rpm={options.rpm:g}, " if options.captioner == "standin" else "")
+        + f"concurrency={options.workers}, batch size={options.batch_size}, "
+        f"faults={options.faults.describe()}"
+        + (f", mode=batch, batch faults={options.batch_faults.describe()}" if batch else "")
+    )
+
+
+def _prepare_batch(
+    run: _Run, stack: LocalStack, endpoints: dict[str, str], make: Any, standin: BedrockStandin | None
+) -> BatchRunner | None:
+    """The backfill stage (--mode batch): request notification, limits, functions, control plane."""
+    if run.options.mode != "batch":
+        return None
+    if standin is None:
+        raise LocalRunError("--mode batch needs --captioner standin (its batch control plane)")
+    options = run.options
+    return prepare_batch(
+        make=make,
+        stack=stack,
+        runtime=runtime_environment(options, endpoints),
+        standin=standin,
+        faults=options.batch_faults,
+        limits=options.batch_limits,
+        tuning=options.effective_tuning,
+        on_result=run.on_batch,
+    )
 
 
 def _prepare_search(run: _Run, stack: LocalStack, endpoints: dict[str, str], make: Any) -> None:
@@ -351,6 +437,7 @@ def _wait_until_final(
     stack: LocalStack,
     pump: S3EventPump,
     source: SqsEventSource,
+    batch: BatchRunner | None = None,
 ) -> bool:
     """Poll until every upload is final and the queues are quiet; True when the timeout hit."""
     options = run.options
@@ -374,6 +461,7 @@ def _wait_until_final(
                         and queue_depth(sqs, stack.events_queue_url).total == 0
                         and queue_depth(sqs, stack.queue_url).total == 0
                         and (run.index is None or _index_quiet(run.index, sqs))
+                        and (batch is None or batch.quiet(stack.bucket))
                     )
                     if quiet or now - all_final_at >= options.settle_s:
                         return False

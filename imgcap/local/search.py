@@ -18,7 +18,7 @@ from typing import Any
 
 from imgcap.local.emulator import BatchVerdict, Outcome, SqsEventSource
 from imgcap.local.functions import LOCAL_LOG_LEVEL, _spec
-from imgcap.local.provision import LocalStack
+from imgcap.local.provision import LocalStack, drop_test_events
 from imgcap.local.workers import FunctionSpec, InvocationResult, WorkerPool
 from lambdas.shared import contract
 from lambdas.shared.contract import CAPTIONS_PREFIX, IMAGES_PREFIX, IndexKnobs
@@ -48,23 +48,6 @@ def _queue(sqs: Any, name: str, attributes: Mapping[str, str]) -> tuple[str, str
     url = sqs.create_queue(QueueName=name, Attributes=dict(attributes))["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     return str(url), str(arn)
-
-
-def _drop_test_events(sqs: Any, url: str) -> None:
-    while True:
-        messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
-            "Messages", []
-        )
-        if not messages:
-            return
-        for message in messages:
-            if "s3:TestEvent" in message.get("Body", ""):
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-            else:  # not ours to drop: make it visible again
-                sqs.change_message_visibility(
-                    QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
-                )
-                return
 
 
 def provision_search(
@@ -108,7 +91,7 @@ def provision_search(
     config["QueueConfigurations"] = queue_configs
     s3.put_bucket_notification_configuration(Bucket=stack.bucket, NotificationConfiguration=config)
     for url in (stack.events_queue_url, queue_url):  # S3's test events (PurgeQueue: once a minute)
-        _drop_test_events(sqs, url)
+        drop_test_events(sqs, url)
 
     vector_bucket = f"{stack.stack_name.lower()}-vectors"
     s3vectors.create_vector_bucket(vectorBucketName=vector_bucket)

@@ -127,6 +127,7 @@ def endpoint_environment(moto_url: str, bedrock_url: str | None) -> dict[str, st
     }
     if bedrock_url is not None:
         env["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = bedrock_url
+        env["AWS_ENDPOINT_URL_BEDROCK"] = bedrock_url  # the batch control plane (--mode batch)
         env.update(LOCAL_CREDENTIALS)
     else:
         env["AWS_DEFAULT_REGION"] = os.environ.get(

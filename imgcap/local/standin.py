@@ -556,6 +556,8 @@ OUTCOMES = (
     "validation",
     "model_error",
     "invalid_request",
+    "batch_ok",  # a batch job's record answered (paid, at the batch price; no quota, no wait)
+    "batch_error",  # a batch job's record the model could not take (an error line)
 )
 
 
@@ -604,6 +606,8 @@ class BedrockStandin:
         self._last_ok: float | None = None
         self.stopping = threading.Event()
         self.url = ""
+        # Bedrock's batch control plane (``batch_standin.BatchControlPlane``), when a run has one.
+        self.control_plane: Any = None
 
     # -- bookkeeping
 
@@ -618,7 +622,7 @@ class BedrockStandin:
             return {
                 "requests": sum(self._outcomes.values()),
                 "outcomes": outcomes,
-                "paid_calls": outcomes["ok"],
+                "paid_calls": outcomes["ok"] + outcomes["batch_ok"],
                 "throttled": outcomes["throttled_quota"]
                 + outcomes["throttled_injected"]
                 + outcomes["throttled_tokens"],
@@ -694,8 +698,31 @@ class BedrockStandin:
         status, error_type, message = _ERRORS[outcome]
         return _Reply(status, {"message": message}, error_type)
 
+    def answer_record(self, model_id: str, model_input: Mapping[str, Any]) -> dict[str, Any]:
+        """One record of a batch job (``batch_standin``): ``{"modelOutput": <Converse response>}``
+        or ``{"error": {"errorCode": 400, "errorMessage": ...}}`` as Bedrock writes an output line.
+        Outside the per-minute quotas and without the per-call wait (a job runs at Bedrock's pace);
+        counted as a paid call of the image, so a run can tell whether online and batch both paid."""
+        try:
+            request = parse_converse(model_id, json.dumps(model_input).encode("utf-8"))
+            if not request.images:
+                raise ValidationProblem("This stand-in captions images: the request has no image block.")
+            facts = analyse_image(request.images[0])
+        except (ValidationProblem, UnreadableImage) as exc:
+            self._count("batch_error")
+            return {"error": {"errorCode": 400, "errorMessage": f"The provided image is not valid: {exc}"}}
+        reply = self._answer(request, facts, 0, wait=False, outcome="batch_ok")
+        return {"modelOutput": reply.body}
+
     def _answer(
-        self, request: ConverseRequest, facts: ImageFacts, booked: int, *, invalid_tool: bool = False
+        self,
+        request: ConverseRequest,
+        facts: ImageFacts,
+        booked: int,
+        *,
+        invalid_tool: bool = False,
+        wait: bool = True,
+        outcome: str = "ok",
     ) -> _Reply:
         started = time.monotonic()
         latency = self.config.latency
@@ -709,14 +736,14 @@ class BedrockStandin:
         )
         with self._lock:
             delay = latency.seconds(self._rng, output_tokens)  # the usage below is what it was drawn from
-        if delay > 0:
+        if delay > 0 and wait:
             self.stopping.wait(delay)
         input_tokens = self._input_tokens_of(request, facts)
-        if self.tokens is not None:
+        if self.tokens is not None and booked:
             self.tokens.settle(booked, input_tokens + output_tokens)
         sha = hashlib.sha256(request.images[0]).hexdigest()
         with self._lock:
-            self._outcomes["ok"] += 1
+            self._outcomes[outcome] += 1
             self._paid_by_image[sha] += 1
             self._input_tokens += input_tokens
             self._output_tokens += output_tokens
@@ -782,7 +809,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
+    def _control_plane(self, method: str, body: bytes = b"") -> bool:
+        """Serve a batch control-plane call (Create/Get/List/Stop a model invocation job)."""
+        plane = self.server.standin.control_plane
+        if plane is None:
+            return False
+        url = urlsplit(self.path)
+        reply = plane.handle(method, url.path, url.query, body)
+        if reply is None:
+            return False
+        status, payload, error_type = reply
+        self._send(_Reply(status, payload, error_type))
+        return True
+
     def do_GET(self) -> None:
+        if self._control_plane("GET"):
+            return
         if urlsplit(self.path).path == "/_standin/stats":
             stats = self.server.standin.stats()
             stats.pop("paid_by_image", None)
@@ -797,6 +839,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(_Reply(413, {"message": "Request too large"}, "ValidationException"))
             return
         body = self.rfile.read(length) if length else b""
+        if self._control_plane("POST", body):
+            return
         invoke = _INVOKE_PATH.match(urlsplit(self.path).path)
         if invoke:
             self._send(_embeddings_reply(unquote(invoke.group("model")), body))
