@@ -168,7 +168,7 @@ class BatchRunner:
             events_queue_url=batch.requests_events_url,
             failure_queue_url=batch.submit_failure_url,
             function_arn=submit_spec.arn,
-            invoke=self._submit_pool.invoke,
+            invoke=self._invoke_submit,
             concurrency=1,
             retry_delays_s=retry_delays_s,
             on_result=lambda outcome: on_result(SUBMIT_SERVICE, outcome),
@@ -182,10 +182,21 @@ class BatchRunner:
         self.polls = 0
         self.events_delivered = 0
         self.backfill_report: dict[str, Any] = {}  # what `imgcap backfill` reported
+        self._handled: dict[str, str | None] = {}  # request key -> the part it handed on (None: last)
 
     def start(self) -> None:
         self.pump.start()
         self._poller.start()
+
+    def _invoke_submit(self, event: dict[str, Any]) -> Outcome:
+        outcome = self._submit_pool.invoke(event)
+        response = getattr(outcome, "response", None)
+        if getattr(outcome, "ok", False) and isinstance(response, dict):
+            with self._lock:
+                for result in response.get("results") or []:
+                    if isinstance(result, dict) and result.get("request_key"):
+                        self._handled[str(result["request_key"])] = result.get("next_request")
+        return outcome
 
     # ------------------------------------------------------------------ collect invocations
 
@@ -230,8 +241,21 @@ class BatchRunner:
         return self.pump.in_flight + pending + self.plane.running()
 
     def submits_done(self) -> bool:
-        """No request waiting for or inside the submit function (every part has been handled)."""
-        return self.pump.in_flight == 0 and queue_depth(self._sqs, self.batch.requests_events_url).total == 0
+        """The request's chain of parts has been submitted: from the first part, each handled part
+        names the next until one names none; or a part failed for good (its event is on the
+        failure queue: its images keep their online messages). Read from the submit function's
+        results, not from queue counts, which can lag behind an S3 notification."""
+        first = str(self.backfill_report.get("request_key") or "")
+        if not first:
+            return True  # nothing was started (no images, or they went to the online queue)
+        with self._lock:
+            key: str | None = first
+            seen = 0
+            while key is not None and key in self._handled and seen <= len(self._handled):
+                key, seen = self._handled[key], seen + 1
+        if key is None:
+            return True
+        return self.pump.stats.failed_events > 0 and self.pump.in_flight == 0
 
     def job_documents(self, bucket: str) -> list[dict[str, Any]]:
         documents = []
@@ -243,6 +267,8 @@ class BatchRunner:
     def quiet(self, bucket: str) -> bool:
         """Every job Bedrock ended has been collected, and nothing of the stage is running."""
         if self.in_flight or not self.submits_done():
+            return False
+        if queue_depth(self._sqs, self.batch.requests_events_url).total:
             return False
         return all(d.get("state") in SETTLED_STATES for d in self.job_documents(bucket))
 

@@ -118,6 +118,7 @@ def submit_handler(
                 "job_name": result.job_name,
                 "records": result.records,
                 "online": result.online,
+                "next_request": result.next_request,  # the part that goes on (None: the last one)
             }
         )
     return {"results": results}
