@@ -16,7 +16,7 @@ STACK ?= ImageCaptioning
 PYTEST_ARGS ?=
 
 .PHONY: help setup demo test test-unit test-integration test-infra test-e2e lint format \
-        bench bench-quota bench-report browser fuzz synth deploy destroy smoke clean
+        bench bench-quota demo-batch bench-report browser fuzz synth deploy destroy smoke clean
 
 help: ## list the targets with what each does
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -75,6 +75,9 @@ bench: setup ## resize/encode benchmark against the notebook's code
 
 bench-quota: setup ## caption throughput at the quota on the local runtime
 	$(PY) -m bench.bench_quota
+
+demo-batch: setup ## issue 16's must-show: --mode batch on 300 images, clean and with batch faults
+	$(PY) -m bench.batch_local
 
 bench-report: setup browser ## report load time in headless Chromium, ~300 and 5,000 entries
 	$(PY) -m bench.bench_report

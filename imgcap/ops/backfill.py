@@ -296,9 +296,11 @@ def job_documents(s3: Any, bucket: str) -> list[dict[str, Any]]:
     return sorted(documents, key=lambda d: str(d.get("created_at", "")), reverse=True)
 
 
-def status(ctx: OpsContext) -> list[dict[str, Any]]:
-    """One row per job (newest first), also printed as lines."""
-    documents = job_documents(ctx.clients.s3, ctx.stack.bucket)
+def job_rows(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    """One row per job (newest first): state, Bedrock status, records, how they ended, the tokens
+    at the batch price. ``imgcap backfill --status`` prints them; ``imgcap status`` shows the
+    running and most recent ones."""
+    documents = job_documents(s3, bucket)
     rows = []
     for doc in documents:
         usage = doc.get("usage") or {}
@@ -323,16 +325,29 @@ def status(ctx: OpsContext) -> list[dict[str, Any]]:
                 "batch_usd": round(batch_usd, 6),
             }
         )
+    return rows
+
+
+NOT_COLLECTED = frozenset({"running", "collecting", "preparing"})
+
+
+def job_line(row: dict[str, Any]) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(row["counts"].items())) or "-"
+    return (
+        f"  {row['job_name']}  {row['state']:<10} {row['status'] or '-':<18} "
+        f"{row['records']:>6} records  {counts}  {usd(row['batch_usd'])} at batch prices  "
+        f"(created {row['created_at']})"
+    )
+
+
+def status(ctx: OpsContext) -> list[dict[str, Any]]:
+    """One row per job (newest first), also printed as lines."""
+    rows = job_rows(ctx.clients.s3, ctx.stack.bucket)
     if not rows:
         ctx.say("no backfill jobs")
         return rows
-    running = sum(1 for r in rows if r["state"] in {"running", "collecting", "preparing"})
+    running = sum(1 for r in rows if r["state"] in NOT_COLLECTED)
     ctx.say(f"{len(rows)} backfill job(s), {running} not yet collected")
     for row in rows:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(row["counts"].items())) or "-"
-        ctx.say(
-            f"  {row['job_name']}  {row['state']:<10} {row['status'] or '-':<18} "
-            f"{row['records']:>6} records  {counts}  {usd(row['batch_usd'])} at batch prices  "
-            f"(created {row['created_at']})"
-        )
+        ctx.say(job_line(row))
     return rows

@@ -100,6 +100,7 @@ class Status:
     price_basis: str = "model"  # "model": each record's model and tier (contract.MODEL_PRICES); "flat"
     capacity_shortfall: dict[str, Any] | None = None  # health/capacity.json, when recent (issue 13)
     cost_per_1000_captions: dict[str, Any] | None = None  # Bedrock (records) + Lambda (CloudWatch)
+    backfill_jobs: list[dict[str, Any]] = field(default_factory=list)  # running + the newest (issue 16)
 
 
 def queue_depth(sqs: Any, queue_url: str) -> QueueDepth:
@@ -257,8 +258,22 @@ def collect(
     status.search_index = None if index is None else index.as_dict()
     status.capacity_shortfall = read_capacity_shortfall(s3, bucket, datetime.now(UTC).timestamp())
     status.cost_per_1000_captions = cost_per_1000(ctx, usage)
+    status.backfill_jobs = backfill_jobs(s3, bucket)
     status.attention = attention_sentences(status)
     return status
+
+
+RECENT_JOBS = 5
+
+
+def backfill_jobs(s3: Any, bucket: str) -> list[dict[str, Any]]:
+    """Every backfill job not collected yet, then the newest collected ones (``RECENT_JOBS``)."""
+    from imgcap.ops.backfill import NOT_COLLECTED, job_rows
+
+    rows = job_rows(s3, bucket)
+    running = [r for r in rows if r["state"] in NOT_COLLECTED]
+    done = [r for r in rows if r["state"] not in NOT_COLLECTED][:RECENT_JOBS]
+    return running + done
 
 
 # A shortfall noted in the last 15 minutes is current: workers note one at most once a minute.
@@ -401,6 +416,41 @@ def _queue_line(name: str, depth: QueueDepth | None) -> str:
     return f"  {name:<18} {depth.visible} waiting, {depth.in_flight} in flight{extra}"
 
 
+def _usage_lines(status: Status) -> list[str]:
+    if status.usage is None:
+        return []
+    lines: list[str] = []
+    u = status.usage
+    prices = status.prices_per_1k
+    lines.append(
+        f"tokens: {u.input_tokens:,} input + {u.output_tokens:,} output over {u.captions_read} caption(s)"
+        + (f" ({u.unreadable} unreadable)" if u.unreadable else "")
+    )
+    basis = (
+        f"at ${prices['input']}/1K input, ${prices['output']}/1K output tokens"
+        if status.price_basis == "flat"
+        else "at each caption's model and service-tier list price"
+    )
+    lines.append(f"estimated model cost: {usd(u.estimated_cost_usd)} ({basis})")
+    cost = status.cost_per_1000_captions
+    if cost:
+        lambda_part = f" + Lambda {usd(cost['lambda_usd'])}" if cost.get("lambda_usd") is not None else ""
+        lines.append(f"per 1,000 captions: Bedrock {usd(cost['bedrock_usd'])}{lambda_part} ({cost['basis']})")
+    if u.by_model:
+        lines.append("  by model: " + ", ".join(f"{m} {n}" for m, n in u.by_model.items()))
+    return lines
+
+
+def _backfill_lines(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    from imgcap.ops.backfill import NOT_COLLECTED, job_line
+
+    running = sum(1 for r in rows if r["state"] in NOT_COLLECTED)
+    head = f"backfill jobs: {running} running, then the newest collected (`imgcap backfill --status`):"
+    return [head, *(job_line(row) for row in rows)]
+
+
 def as_text(status: Status) -> str:
     lines = [f"stack {status.stack}  bucket {status.bucket}  region {status.region or '-'}", "objects:"]
     for prefix, count in status.prefixes.items():
@@ -425,27 +475,8 @@ def as_text(status: Status) -> str:
         lines.append(f"  {code:<22} {n}")
     for e in status.recent_errors[:5]:
         lines.append(f"  {e.occurred_at or '-'}  {e.error_code}  {e.source_key}: {e.message}")
-    if status.usage is not None:
-        u = status.usage
-        prices = status.prices_per_1k
-        lines.append(
-            f"tokens: {u.input_tokens:,} input + {u.output_tokens:,} output over {u.captions_read} caption(s)"
-            + (f" ({u.unreadable} unreadable)" if u.unreadable else "")
-        )
-        basis = (
-            f"at ${prices['input']}/1K input, ${prices['output']}/1K output tokens"
-            if status.price_basis == "flat"
-            else "at each caption's model and service-tier list price"
-        )
-        lines.append(f"estimated model cost: {usd(u.estimated_cost_usd)} ({basis})")
-        cost = status.cost_per_1000_captions
-        if cost:
-            lambda_part = f" + Lambda {usd(cost['lambda_usd'])}" if cost.get("lambda_usd") is not None else ""
-            lines.append(
-                f"per 1,000 captions: Bedrock {usd(cost['bedrock_usd'])}{lambda_part} ({cost['basis']})"
-            )
-        if u.by_model:
-            lines.append("  by model: " + ", ".join(f"{m} {n}" for m, n in u.by_model.items()))
+    lines.extend(_usage_lines(status))
+    lines.extend(_backfill_lines(status.backfill_jobs))
     if status.search_index is not None:
         lines.append(_index_line(status.search_index))
     if status.dashboard:

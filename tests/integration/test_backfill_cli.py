@@ -125,6 +125,15 @@ def test_given_enough_images_then_a_request_starts_a_job_and_status_shows_it(cli
     (job,) = backfill.status(ctx)
     assert job["state"] == "running"
     assert job["records"] == 6
+    # `imgcap status` lists the running job with its records too
+    from imgcap.ops import status as status_command
+
+    found = status_command.collect(ctx)
+    assert [(r["job_name"], r["state"], r["records"]) for r in found.backfill_jobs] == [
+        (job["job_name"], "running", 6)
+    ]
+    assert f"{job['job_name']}  running" in status_command.as_text(found)
+    assert "backfill jobs: 1 running" in status_command.as_text(found)
 
 
 def test_given_arguments_then_an_empty_prefix_is_refused_and_status_prints_one_line_per_job(cli):
