@@ -61,6 +61,7 @@ class ImageCaptioningStack(Stack):
             self, "Monitoring", config=config, queues=queues, resize=resize, caption=caption
         )
         backfill.add_alarms(config, monitoring.topic)
+        backfill.add_widgets(config, monitoring.dashboard)
 
         outputs = {
             contract.OUTPUT_BUCKET: (

@@ -189,6 +189,59 @@ class BackfillStage(Construct):
             alarm.add_alarm_action(cw_actions.SnsAction(topic))
         return alarms
 
+    # ------------------------------------------------------------------ dashboard
+
+    def add_widgets(self, config: StackConfig, dashboard: cloudwatch.Dashboard) -> None:
+        """A backfill row on the pipeline's dashboard: jobs, and how their records ended."""
+        period = Duration.minutes(config.alarm_period_minutes)
+
+        def metric(name: str, label: str) -> cloudwatch.Metric:
+            return cloudwatch.Metric(
+                namespace=contract.METRICS_NAMESPACE,
+                metric_name=name,
+                dimensions_map={"service": contract.BACKFILL_SERVICE},
+                statistic="Sum",
+                period=period,
+                label=label,
+            )
+
+        m = contract.BatchMetric
+        dashboard.add_widgets(
+            cloudwatch.TextWidget(
+                markdown="## Backfills (Bedrock batch inference)\n`imgcap backfill --status` lists the jobs.",
+                width=24,
+                height=2,
+            )
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Batch jobs",
+                left=[
+                    metric(m.JOBS_SUBMITTED, "Submitted"),
+                    metric(m.JOBS_COLLECTED, "Collected"),
+                    metric(m.JOBS_FAILED, "Failed, stopped or expired"),
+                ],
+                width=8,
+            ),
+            cloudwatch.GraphWidget(
+                title="Batch records by how they ended",
+                left=[
+                    metric(m.RECORDS_CAPTIONED, "Captioned"),
+                    metric(m.RECORDS_DUPLICATE, "Caption already there"),
+                    metric(m.RECORDS_SUPERSEDED, "Superseded"),
+                    metric(m.RECORDS_ERROR_RECORD, "Error record"),
+                    metric(m.RECORDS_REQUEUED, "Back to the online queue"),
+                    metric(m.IMAGES_SENT_ONLINE, "Sent online (under the job minimum)"),
+                ],
+                width=8,
+            ),
+            cloudwatch.GraphWidget(
+                title="Batch tokens (billed at the batch price)",
+                left=[metric(m.INPUT_TOKENS, "Input tokens"), metric(m.OUTPUT_TOKENS, "Output tokens")],
+                width=8,
+            ),
+        )
+
     # ------------------------------------------------------------------ pieces
 
     def _function(

@@ -184,3 +184,13 @@ def test_given_the_synth_then_nag_has_no_open_findings_and_backfill_acks_are_sco
     for item in mine:
         assert len(item["reason"]) >= 60
         assert "Action::" not in item["ruleName"]
+
+
+def test_given_the_dashboard_then_it_shows_batch_jobs_records_and_tokens(synth):
+    _, dashboard = synth.one("AWS::CloudWatch::Dashboard")
+    body = _joined(dashboard["Properties"]["DashboardBody"])
+    for title in ("Batch jobs", "Batch records by how they ended", "Batch tokens"):
+        assert title in body
+    m = contract.BatchMetric
+    for name in (m.JOBS_SUBMITTED, m.JOBS_FAILED, m.RECORDS_CAPTIONED, m.RECORDS_REQUEUED, m.INPUT_TOKENS):
+        assert f'"{name}","service","{contract.BACKFILL_SERVICE}"' in body

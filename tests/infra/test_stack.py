@@ -481,7 +481,15 @@ def test_given_each_role_then_s3_access_is_scoped_to_the_prefixes_the_stage_uses
         "s3:ListBucket": {"<bucket>"},
     }
     assert _s3_grants(synth.role_statements("Caption")) == {
-        "s3:GetObject": {"/images/*", "/base64_images/*", "/captions/*", "/errors/*", "/claims/*"},
+        # batch/jobs/*: a backfill job's document, read when a batch job holds the claim
+        "s3:GetObject": {
+            "/images/*",
+            "/base64_images/*",
+            "/captions/*",
+            "/errors/*",
+            "/claims/*",
+            "/batch/jobs/*",
+        },
         "s3:PutObject": {"/captions/*", "/errors/*", "/claims/*", "/health/*"},
         "s3:DeleteObject": {"/claims/*"},
         "s3:ListBucket": {"<bucket>"},
