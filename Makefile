@@ -76,7 +76,7 @@ bench: setup ## resize/encode benchmark against the notebook's code
 bench-quota: setup ## caption throughput at the quota on the local runtime
 	$(PY) -m bench.bench_quota
 
-demo-batch: setup ## issue 16's must-show: --mode batch on 300 images, clean and with batch faults
+demo-batch: setup ## a backfill on the local runtime: --mode batch on 300 images, clean and with batch faults
 	$(PY) -m bench.batch_local
 
 bench-report: setup browser ## report load time in headless Chromium, ~300 and 5,000 entries
