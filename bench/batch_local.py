@@ -1,4 +1,4 @@
-"""Issue 16's must-show on the local runtime: ``imgcap local --mode batch`` on 300 generated images.
+"""A backfill on the local runtime: ``imgcap local --mode batch`` on 300 generated images.
 
 Two runs of the whole pipeline (resize, then a backfill through the batch stand-in, the online
 consumer for whatever comes back):
