@@ -174,6 +174,35 @@ def test_local_refuses_bad_folders_in_one_line(
         (["--images", str(images), "--out", str(blocker)], "is a file, not a folder"),
         (["--images", str(images), "--out", str(blocker / "deeper")], "is a file, not a folder"),
         (["--images", str(images), "--out", str(tmp_path / "o"), "--faults", "gremlins=1"], "--faults"),
+        (
+            ["--images", str(images), "--out", str(tmp_path / "o"), "--batch-faults", "gremlins=1"],
+            "--batch-faults",
+        ),
+        (
+            ["--images", str(images), "--out", str(tmp_path / "o"), "--batch-faults", "failed_records=2"],
+            "share",
+        ),
+        (
+            ["--images", str(images), "--out", str(tmp_path / "o"), "--batch-limits", "min_records"],
+            "NAME=VALUE",
+        ),
+        (
+            ["--images", str(images), "--out", str(tmp_path / "o"), "--batch-limits", "min_records=0"],
+            "between",
+        ),
+        (
+            [
+                "--images",
+                str(images),
+                "--out",
+                str(tmp_path / "o"),
+                "--mode",
+                "batch",
+                "--captioner",
+                "bedrock",
+            ],
+            "--mode batch needs --captioner standin",
+        ),
     ]
     for argv, words in cases:
         code, out, err = call(capsys, ["local", *argv])
