@@ -11,13 +11,16 @@ Order of a run:
 5. Progress is shown until every upload has reached a final state (a caption or an error record
    for its ETag, the DLQ, or the resize failure destination), or the timeout names what did not
    (``not_final`` while work is still in flight; ``lost`` only when nothing is left that could
-   finish it).
+   finish it). With ``--mode batch`` the caption event source waits until every upload is
+   resized and the backfill (``batch.py``) has submitted its jobs.
 6. OUT gets ``captions/`` and ``errors/`` exactly as stored, ``summary.json``, ``report.html``
    and ``logs/`` (the functions' JSON logs, EMF metric blobs, one line per invocation).
 
 This module is the orchestration only; the parts are in options.py, functions.py, loopback.py,
-telemetry.py, ledger.py and summary.py. About 400 lines, over the ~300 aimed at: --keep-running
-(follow.py), the search stage's pool and the not_final accounting each added a step here.
+telemetry.py, ledger.py, summary.py and batch.py. About 490 lines, over the ~300 aimed at:
+--keep-running (follow.py), the search stage's pool, --mode batch (the backfill stage starts
+between the uploads and the caption event source) and the not_final accounting each added a step
+here; each step is one small function.
 """
 
 from __future__ import annotations
@@ -162,12 +165,12 @@ def _run_on_servers(
     endpoints = {**endpoint_environment(moto_url, standin.url if standin else None), **_vectors_env(run)}
     resize_spec, caption_spec = function_specs(options, stack, endpoints)
     _prepare_search(run, stack, endpoints, make)
+    batch = _prepare_batch(run, stack, endpoints, make, standin)  # --mode batch: the backfill stage
     resize_pool = WorkerPool(resize_spec, tuning.resize_concurrency)
     caption_pool = WorkerPool(caption_spec, options.workers)
     pump, source = _event_sources(run, stack, sqs, (resize_spec, caption_spec), resize_pool, caption_pool)
     ledger = Ledger(listing_client(moto_url), sqs, stack)
     uploader = Uploader(ledger)
-    batch = _prepare_batch(run, stack, endpoints, make, standin)
     _start(run, pump, source, batch)
     try:
         _say_start(run, len(files), batch is not None)
