@@ -239,8 +239,23 @@ class S3EventPump:
                 if self._stop.wait(0.5):
                     return
                 continue
-            for message in response.get("Messages", []):
+            messages = response.get("Messages", [])
+            for message in messages:
                 self._accept(message)
+            # Accepted (or an s3:TestEvent with no records): they now live in the invoke queue.
+            # One DeleteMessageBatch per receive instead of a DeleteMessage per event: the same
+            # deletes, a tenth of the requests to the loopback server.
+            self._delete_accepted(messages)
+
+    def _delete_accepted(self, messages: Sequence[dict[str, Any]]) -> None:
+        for chunk in _chunks(list(messages), 10):
+            try:
+                self._sqs.delete_message_batch(
+                    QueueUrl=self._events_url,
+                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+                )
+            except Exception:  # not deleted: the event comes back after the visibility timeout
+                continue
 
     def _accept(self, message: dict[str, Any]) -> None:
         try:
@@ -255,8 +270,6 @@ class S3EventPump:
                 self.stats.replays += self._replays
             for _ in range(copies):
                 self._executor.submit(self._deliver, event)
-        # Accepted (or an s3:TestEvent with no records): it now lives in the invoke queue.
-        self._sqs.delete_message(QueueUrl=self._events_url, ReceiptHandle=message["ReceiptHandle"])
 
     def _deliver(self, event: dict[str, Any]) -> None:
         try:

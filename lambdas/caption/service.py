@@ -4,21 +4,23 @@ For one delivery of an ``ImageMessage``:
 
 1. parse it; a body that is not a message is an ``invalid_message`` error record when it names
    an image, and a batch item failure (so it ends in the DLQ) when it names none;
-2. if ``captions/<path>.json`` already carries this source ETag -> duplicate, no model call;
-3. read ``base64_images/<path>.txt``: gone -> ``encoded_missing``; made for another ETag -> a newer
+2. take the claim ``claims/<path>.<etag>.json`` (``claims.Claims``). Held by anyone else and
+   younger than the lease -> a duplicate if the caption for this ETag is already there; held by
+   a backfill job that Bedrock has accepted -> ``batch_held``, finished: the job's collector ends
+   the image (a caption, an error record, or a new message to this queue); else a batch item
+   failure with a backed-off visibility (next time it finds the caption). Older than the lease
+   (its holder's invocation has ended) -> taken over;
+3. with the claim held, check for a caption (or a caption-stage error record) for this ETag ->
+   duplicate, no model call: the one check that cannot race, because a writer stores its caption
+   before releasing. The caption key's state read here is also the snapshot the caption is
+   later written conditionally on (``versions.publish``);
+4. read ``base64_images/<path>.txt``: gone -> ``encoded_missing``; made for another ETag -> a newer
    upload superseded this message (its own message will be captioned); not base64 PNG ->
    ``encoded_invalid``;
-4. take the claim ``claims/<path>.<etag>.json`` (``claims.Claims``). Held by anyone else and
-   younger than the lease -> batch item failure with a backed-off visibility (next time it finds
-   the caption). Older than the lease (its holder's invocation has ended) -> taken over. Held
-   by a backfill job that Bedrock has accepted -> ``batch_held``, finished: the job's collector
-   ends the image (a caption, an error record, or a new message to this queue);
-5. with the claim held, check again for a caption (or a caption-stage error record) for this
-   ETag: the one check that cannot race, because a writer stores its caption before releasing;
-6. wait for the pacer, unless the wait plus one expected call would not fit in the invocation's
+5. wait for the pacer, unless the wait plus one expected call would not fit in the invocation's
    remaining time: then this and every later message of the batch go back to the queue, hidden
    until the pacer will have a slot (so waiting for a slow quota never uses up receives);
-7. call the model once, bounded by the time left. Throttles, transient faults and configuration
+6. call the model once, bounded by the time left. Throttles, transient faults and configuration
    faults (access, model id, refused parameters) -> batch item failure with a backed-off, jittered
    visibility (no sleeping); faults about the image and refusals -> ``errors/<path>.json``;
    success -> ``captions/<path>.json``. Both are published only while this version is still the
@@ -26,9 +28,9 @@ For one delivery of an ``ImageMessage``:
    prompt (and format) is the image's folder rule, if any (``prompts``); a structured answer that
    does not validate is a model error: retried until ``model_error_max_attempts``, then
    ``model_output_invalid``. With ``writeObjectTags``, the tags then go onto the upload (``tagging``);
-8. release the claim, conditionally on our own put.
+7. release the claim, conditionally on our own put.
 
-The claim is released on every path that gets past step 4, retryable failures included: a
+The claim is released on every path that gets past step 2, retryable failures included: a
 throttled call cost nothing, and whichever delivery of the image comes back first may then make
 the call; the caption check under the claim keeps it to one successful paid call. After an
 ``errors/`` record for a model failure, duplicates of that ETag make no call either; to try an
@@ -63,8 +65,15 @@ from lambdas.shared.errors import ErrorCode, Rejection
 from lambdas.shared.observability import logger
 from lambdas.shared.records import ImageMessage, InvalidMessage, error_record, utc_now_iso
 from lambdas.shared.settings import CaptionSettings
-from lambdas.shared.storage import SOURCE_ETAG_META, STAGE_META, ObjectMissing, Queue, Store
-from lambdas.shared.versions import Published, Version, is_current, publish, publish_error_record
+from lambdas.shared.storage import SOURCE_ETAG_META, STAGE_META, ObjectInfo, ObjectMissing, Queue, Store
+from lambdas.shared.versions import (
+    Published,
+    Snapshot,
+    Version,
+    is_current,
+    publish,
+    publish_error_record,
+)
 
 STAGE = "caption"
 # Kept free at the end of an invocation for the caption write, the claim release and the response.
@@ -253,31 +262,18 @@ class Batch:
             message = self._parse(delivery.body)
         except InvalidMessage as exc:
             return self._invalid(delivery, str(exc))
-        if self._has_caption(message):
-            return self._done(message, Outcome.DUPLICATE, "a caption for this ETag exists")
 
-        store = self._w.store
-        try:
-            encoded, info = store.get_bytes(message.encoded_key)
-        except ObjectMissing:
-            return self._reject(
-                message, ErrorCode.ENCODED_MISSING, "the encoded image object does not exist", "NoSuchKey"
-            )
-        found_etag = info.metadata.get(SOURCE_ETAG_META)
-        if found_etag != message.source_etag:
-            return self._done(
-                message,
-                Outcome.SUPERSEDED,
-                f"the encoded image belongs to source ETag {found_etag!r}, not this message's",
-            )
-        try:
-            png = model.decode_png(encoded)
-        except Rejection as rejection:
-            return self._reject(message, rejection.code, rejection.message, rejection.error_type)
-        del encoded
-
+        # The claim comes first and the caption check right after it: that one check, under the
+        # claim, is both the duplicate shortcut and the check that cannot race. A separate check
+        # before the claim (this stage made one until issue 13) only repeated the same HEAD of the
+        # caption key on every image: a duplicate still ends before the encoded object is read or
+        # a call is made, and one whose claim is held still finds its caption (below).
         claim = self._claims.take(message.source_key, message.source_etag, delivery.message_id)
         if claim is None:
+            # Held by another delivery or a batch job: if its caption is already there, this
+            # delivery is a finished duplicate, not one to bring back.
+            if self._caption_of(message) is not None:
+                return self._done(message, Outcome.DUPLICATE, "a caption for this ETag exists")
             job = self._submitted_job_holding(message)
             if job is not None:
                 return self._done(
@@ -295,9 +291,37 @@ class Batch:
                 visibility_s=visibility,
             )
         try:
-            return self._caption(message, delivery, png)
+            return self._claimed(message, delivery)
         finally:
             self._claims.release(claim)
+
+    def _claimed(self, message: ImageMessage, delivery: Delivery) -> Result:
+        """With the claim held: the duplicate checks, then the encoded image, then the call."""
+        snapshot = self._w.store.head(keys.caption_key(message.source_key))
+        if snapshot is not None and snapshot.metadata.get(SOURCE_ETAG_META) == message.source_etag:
+            return self._done(message, Outcome.DUPLICATE, "a caption for this ETag exists")
+        if self._has_final_error(message):
+            return self._done(message, Outcome.DUPLICATE, "a caption-stage error record for this ETag exists")
+
+        try:
+            encoded, info = self._w.store.get_bytes(message.encoded_key)
+        except ObjectMissing:
+            return self._reject(
+                message, ErrorCode.ENCODED_MISSING, "the encoded image object does not exist", "NoSuchKey"
+            )
+        found_etag = info.metadata.get(SOURCE_ETAG_META)
+        if found_etag != message.source_etag:
+            return self._done(
+                message,
+                Outcome.SUPERSEDED,
+                f"the encoded image belongs to source ETag {found_etag!r}, not this message's",
+            )
+        try:
+            png = model.decode_png(encoded)
+        except Rejection as rejection:
+            return self._reject(message, rejection.code, rejection.message, rejection.error_type)
+        del encoded
+        return self._caption(message, delivery, png, Snapshot(snapshot))
 
     def _submitted_job_holding(self, message: ImageMessage) -> str | None:
         """A backfill job that holds this version and has been created in Bedrock (its document
@@ -316,13 +340,8 @@ class Batch:
             return None
         return job if document.get("state") in {"running", "collecting"} else None
 
-    def _caption(self, message: ImageMessage, delivery: Delivery, png: bytes) -> Result:
-        """With the claim held: final duplicate check, pacing, the one paid call, the record."""
-        if self._has_caption(message):
-            return self._done(message, Outcome.DUPLICATE, "a caption for this ETag exists")
-        if self._has_final_error(message):
-            return self._done(message, Outcome.DUPLICATE, "a caption-stage error record for this ETag exists")
-
+    def _caption(self, message: ImageMessage, delivery: Delivery, png: bytes, snapshot: Snapshot) -> Result:
+        """Pacing, the one paid call, the record (``snapshot``: the caption key read under the claim)."""
         w = self._w
         spec = prompts.spec_for_image(self._s.model, self._s.prompts, message.source_key)
         reserved = model.reserved_tokens(spec)
@@ -382,7 +401,12 @@ class Batch:
                 if_match=if_match,
             )
 
-        published = publish(w.store, caption_key, _version(message), write, replace_same_version=False)
+        # The caption key was read under the claim, before the call and before publish's currency
+        # check: that read is publish's step 1 (a caption written since makes the write fail, and
+        # publish then reads it afresh), so it is not read a second time here.
+        published = publish(
+            w.store, caption_key, _version(message), write, replace_same_version=False, snapshot=snapshot
+        )
         if published is Published.SUPERSEDED:
             return self._done(
                 message, Outcome.SUPERSEDED, "a newer upload replaced the image during the call", **called
@@ -523,9 +547,12 @@ class Batch:
 
     # ------------------------------------------------------------------ exactly-once
 
-    def _has_caption(self, message: ImageMessage) -> bool:
+    def _caption_of(self, message: ImageMessage) -> ObjectInfo | None:
+        """The caption object of this very ETag, if one is stored."""
         info = self._w.store.head(keys.caption_key(message.source_key))
-        return info is not None and info.metadata.get(SOURCE_ETAG_META) == message.source_etag
+        return (
+            info if info is not None and info.metadata.get(SOURCE_ETAG_META) == message.source_etag else None
+        )
 
     def _has_final_error(self, message: ImageMessage) -> bool:
         """A caption-stage ``errors/`` record for this very ETag: the outcome is already final."""

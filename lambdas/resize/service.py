@@ -28,7 +28,14 @@ from lambdas.shared.config import ImageSpec
 from lambdas.shared.errors import ErrorCode, Rejection
 from lambdas.shared.records import ImageMessage, error_record, utc_now_iso
 from lambdas.shared.storage import SOURCE_ETAG_META, ObjectMissing, PreconditionFailed, Queue, Store
-from lambdas.shared.versions import Published, Version, clear_stale, publish, publish_error_record
+from lambdas.shared.versions import (
+    Published,
+    Snapshot,
+    Version,
+    clear_stale,
+    publish,
+    publish_error_record,
+)
 
 STAGE = "resize"
 SOURCE_MISSING_MESSAGE = "the upload was deleted before it was processed"
@@ -188,7 +195,11 @@ def process_object(
         )
 
     version = Version(ref.key, info.etag)
-    published = publish(store, encoded_key, version, write, replace_same_version=False)
+    # ``existing`` (read above, before the source) is publish's step 1: its currency check and
+    # write still follow it, so re-reading the encoded key here would only repeat that HEAD.
+    published = publish(
+        store, encoded_key, version, write, replace_same_version=False, snapshot=Snapshot(existing)
+    )
     if published is Published.SUPERSEDED:
         return done(Outcome.SUPERSEDED, message="a newer upload replaced the object while it was encoded")
     # A re-upload that now succeeds clears an older rejection, never a newer upload's.

@@ -14,6 +14,11 @@ newer one after step 2 writes after our snapshot, so either our conditional writ
 retry sees the newer upload at step 2) or the newer write lands after ours and wins. Either way
 the last write is the current version's. Clearing a stale error record follows the same order
 with a conditional delete. See README "Consistency rules".
+
+A caller that has already read the output key (a ``Snapshot``) before anything that step 2 must
+follow may hand it to ``publish`` for the first attempt: the order snapshot -> currency check ->
+conditional write is the same, so the argument above holds unchanged, and the HEAD is saved. A
+412 then still means "someone wrote after our snapshot" and the retry reads a fresh one.
 """
 
 from __future__ import annotations
@@ -42,6 +47,13 @@ class Published(StrEnum):
     WRITTEN = "written"  # our record is stored
     EXISTS = "exists"  # a record of this same version is already there (left as it is)
     SUPERSEDED = "superseded"  # our version is no longer current: nothing written
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The output key's state as read by the caller (``info`` None: absent at that moment)."""
+
+    info: ObjectInfo | None
 
 
 class PublishConflict(RuntimeError):
@@ -82,6 +94,7 @@ def publish(
     *,
     replace_same_version: bool,
     require_current: bool = True,
+    snapshot: Snapshot | None = None,
 ) -> Published:
     """Write ``key`` for ``version`` by the protocol above.
 
@@ -90,15 +103,22 @@ def publish(
     ``require_current=False`` skips step 2, for records about a version that cannot be current
     any more (the source was deleted before it was read): they still never overwrite a record
     written after our snapshot.
+
+    ``snapshot``: the caller's own read of ``key``, taken before anything that must come after
+    step 1 (in particular before the currency check here); used for the first attempt only.
     """
+    known = snapshot
     for _ in range(PUBLISH_ATTEMPTS):
-        snapshot = store.head(key)
-        if snapshot is not None and not replace_same_version and version_of(snapshot) == version.source_etag:
+        if known is not None:
+            seen, known = known.info, None  # step 1 was the caller's own read
+        else:
+            seen = store.head(key)
+        if seen is not None and not replace_same_version and version_of(seen) == version.source_etag:
             return Published.EXISTS
         if require_current and not is_current(store, version):
             return Published.SUPERSEDED
         try:
-            write(snapshot is None, None if snapshot is None else snapshot.etag)
+            write(seen is None, None if seen is None else seen.etag)
         except PreconditionFailed:
             continue
         return Published.WRITTEN

@@ -503,15 +503,17 @@ def test_given_rpm_changed_in_ssm_when_next_invocation_then_same_pacer_runs_at_n
     assert pacer.requests_per_minute == 60
 
 
-def test_given_caption_written_right_after_the_first_check_when_claimed_then_no_model_call(stage):
-    # Given another delivery that writes the caption just after this one's first (cheap) check
+def test_given_caption_written_right_before_the_claim_when_claimed_then_no_model_call(stage):
+    # Given another delivery that writes its caption (and releases its claim) just before this
+    # one takes the claim. (The stage used to make a cheap caption check before the claim as
+    # well; the race was injected there. The one check is now the one under the claim.)
     body = stage.seed("race.jpg", "e-race")
     stage.invoke(stage.deliver())  # builds the worker for this environment
     worker = stage.environment.worker
     real_store = worker.store
 
     class RacingStore:
-        """The first caption HEAD misses; the winner's caption lands before our claim."""
+        """The winner's caption lands right before our claim put."""
 
         bucket = real_store.bucket
 
@@ -521,14 +523,13 @@ def test_given_caption_written_right_after_the_first_check_when_claimed_then_no_
         def __getattr__(self, name: str) -> Any:
             return getattr(real_store, name)
 
-        def head(self, key: str):
-            if key == "captions/race.jpg.json" and not self.raced:
+        def put_json(self, key: str, document: Any, **kwargs: Any) -> str:
+            if key.startswith("claims/race.jpg.") and not self.raced:
                 self.raced = True
                 real_store.put_json(
-                    key, {"caption": "Winner."}, metadata={"source-etag": real_etag("e-race")}
+                    "captions/race.jpg.json", {"caption": "Winner."}, metadata={"source-etag": real_etag("e-race")}
                 )
-                return None
-            return real_store.head(key)
+            return str(real_store.put_json(key, document, **kwargs))
 
     worker.store = RacingStore()
     # When this delivery takes the claim (free again: the winner released it)
