@@ -97,11 +97,15 @@ class Ledger:
             uploads = list(self.uploads.values())
         captions = self._list(keys.CAPTIONS_PREFIX)
         errors = self._list(keys.ERRORS_PREFIX)
-        encoded = self._list(keys.ENCODED_PREFIX)
         for upload in uploads:
             self._fetch(captions, self.captions, keys.caption_key(upload.key))
             self._fetch(errors, self.errors, keys.error_key(upload.key))
-        self.encoded = {u.key for u in uploads if keys.encoded_key(u.key) in encoded}
+        # Once every upload so far is known to be encoded (resize runs well ahead of captioning),
+        # re-listing base64_images/ (thousands of keys, every poll) could only say it again: an
+        # encoded object stays for the run. So it is listed only while some upload is not.
+        if any(u.key not in self.encoded for u in uploads):
+            encoded = self._list(keys.ENCODED_PREFIX)
+            self.encoded = {u.key for u in uploads if keys.encoded_key(u.key) in encoded}
         for message in self._drain(self._stack.dlq_url):
             doc = json_object(message.get("Body", "")) or {}
             key = doc.get("source_key")

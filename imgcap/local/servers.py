@@ -32,7 +32,8 @@ def _retention_check_in_constant_time() -> None:
     passes over every message in the queue, with clock reads), which makes a receive from a
     queue holding N messages O(N) per message: quadratic over a large local run, and the local
     runtime's biggest CPU cost at 2,000 images (py-spy, ~15%). Same rule, read directly."""
-    from moto.core.utils import unix_time
+    import time
+
     from moto.sqs.models import SQSBackend
 
     if getattr(SQSBackend, "_imgcap_retention_patched", False):
@@ -41,10 +42,64 @@ def _retention_check_in_constant_time() -> None:
     def is_valid(self: SQSBackend, queue_name: str, message: Any) -> bool:
         queue = self.get_queue(queue_name)
         retention_s = int(queue.message_retention_period)  # type: ignore[attr-defined]
-        return retention_s + message.sent_timestamp / 1000 > unix_time()
+        return retention_s + message.sent_timestamp / 1000 > time.time()
 
     SQSBackend.is_message_valid_based_on_retention_period = is_valid  # type: ignore[method-assign]
     SQSBackend._imgcap_retention_patched = True  # type: ignore[attr-defined]
+
+
+def _sqs_clock_from_time() -> None:
+    """moto's SQS reads the clock as ``utcnow() - utcfromtimestamp(0)`` (two datetimes and a
+    timedelta) on every visibility check, and checks every message of a queue on each receive,
+    send (the queue's attributes count visible, delayed and in-flight messages) and wait: at 2,000
+    images the datetime arithmetic alone was ~12% of the moto process (py-spy --gil). The same
+    POSIX time, read with ``time.time()`` (a call with a datetime still goes to moto's own)."""
+    import time
+
+    from moto.sqs import models
+
+    if getattr(models, "_imgcap_clock_patched", False):
+        return
+
+    from_datetime, from_datetime_millis = models.unix_time, models.unix_time_millis
+
+    def unix_time(dt: Any = None) -> float:
+        return time.time() if dt is None else from_datetime(dt)
+
+    def unix_time_millis(dt: Any = None) -> float:
+        return time.time() * 1000.0 if dt is None else from_datetime_millis(dt)
+
+    models.unix_time = unix_time  # type: ignore[assignment]
+    models.unix_time_millis = unix_time_millis  # type: ignore[assignment]
+    models._imgcap_clock_patched = True  # type: ignore[attr-defined]
+
+
+def _timestamps_parsed_by_fromisoformat() -> None:
+    """moto stores an S3 object's LastModified as ISO-8601 text and, to render each listed key,
+    parses it back with botocore's dateutil-based parser (hundreds of microseconds a key): the
+    ledger's listings of a few thousand keys every few seconds then cost the moto process about
+    half of its listing time (py-spy --gil). ``datetime.fromisoformat`` reads that text to the
+    same aware datetime (UTC when it names no zone) in well under a microsecond; anything it does
+    not read goes to botocore's parser as before."""
+    from datetime import UTC, datetime
+
+    from moto.core import serialize
+
+    if getattr(serialize, "_imgcap_timestamps_patched", False):
+        return
+    slow = serialize.parse_to_aware_datetime
+
+    def parse_to_aware_datetime(value: Any) -> datetime:
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                return slow(value)
+            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+        return slow(value)
+
+    serialize.parse_to_aware_datetime = parse_to_aware_datetime  # type: ignore[assignment]
+    serialize._imgcap_timestamps_patched = True  # type: ignore[attr-defined]
 
 
 def _list_moto_modules_once() -> None:
@@ -70,6 +125,8 @@ def _serve_moto(conn: Any) -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     _list_moto_modules_once()
     _retention_check_in_constant_time()
+    _sqs_clock_from_time()
+    _timestamps_parsed_by_fromisoformat()
     server = ThreadedMotoServer(ip_address=LOOPBACK, port=0, verbose=False)
     server.start()
     try:

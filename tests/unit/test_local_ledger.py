@@ -36,6 +36,7 @@ class FakeS3:
     def __init__(self) -> None:
         self.objects: dict[str, tuple[bytes, str]] = {}  # key -> (body, etag)
         self.refuse: set[str] = set()
+        self.listed: list[str] = []  # the prefix of every listing, in order
 
     def put(self, key: str, doc: Any, etag: str = "e") -> None:
         self.objects[key] = (json.dumps(doc).encode(), etag)
@@ -46,6 +47,7 @@ class FakeS3:
 
         class Paginator:
             def paginate(self, Bucket: str, Prefix: str) -> list[dict[str, Any]]:
+                fake.listed.append(Prefix)
                 contents = [
                     {"Key": k, "Size": len(body), "ETag": f'"{etag}"'}
                     for k, (body, etag) in sorted(fake.objects.items())
@@ -139,6 +141,34 @@ def test_refresh_reads_records_for_the_uploaded_etag_and_the_queues() -> None:
         "source": {"etag": "e1"},
         "caption": "A cat.",
     }
+
+
+def test_base64_images_is_listed_only_while_some_upload_is_not_known_to_be_encoded() -> None:
+    # Given two uploads, both encoded
+    s3, sqs = FakeS3(), FakeSqs()
+    ledger = Ledger(s3, sqs, STACK)
+    for key in ("images/a.png", "images/b.png"):
+        ledger.add_upload(upload(key))
+        s3.put(keys.encoded_key(key), "base64")
+    ledger.refresh()
+    assert ledger.encoded == {"images/a.png", "images/b.png"}
+    assert s3.listed.count(keys.ENCODED_PREFIX) == 1
+
+    # When refreshed again, then base64_images/ is not listed again (the others still are)
+    ledger.refresh()
+    assert s3.listed.count(keys.ENCODED_PREFIX) == 1
+    assert s3.listed.count(keys.CAPTIONS_PREFIX) == 2
+
+    # When a new upload arrives, not yet encoded, then it is listed until that one is
+    ledger.add_upload(upload("images/c.png"))
+    ledger.refresh()
+    assert s3.listed.count(keys.ENCODED_PREFIX) == 2
+    assert ledger.encoded == {"images/a.png", "images/b.png"}
+    s3.put(keys.encoded_key("images/c.png"), "base64")
+    ledger.refresh()
+    ledger.refresh()
+    assert s3.listed.count(keys.ENCODED_PREFIX) == 3
+    assert ledger.encoded == {"images/a.png", "images/b.png", "images/c.png"}
 
 
 def test_a_caption_beats_an_error_record_and_an_upload_without_etag_is_never_final() -> None:
