@@ -115,12 +115,22 @@ def _list_moto_modules_once() -> None:
     backends._imgcap_listed_once = True  # type: ignore[attr-defined]
 
 
+# How often the moto process's interpreter hands the GIL to another thread (Python's default: 5 ms).
+# moto serves every connection in a thread of its own; a request is a few short bursts of CPU
+# between socket reads and writes, and each time its thread comes back from the socket it waits
+# for whichever thread holds the lock (a listing of thousands of keys, a receive scanning a queue)
+# to reach the switch interval. A shorter interval bounds each of those waits.
+MOTO_SWITCH_INTERVAL_S = 0.001
+
+
 def _serve_moto(conn: Any) -> None:
     """In the moto process: start the server, send its port, serve until the parent says stop."""
     import logging
+    import sys
 
     from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
+    sys.setswitchinterval(MOTO_SWITCH_INTERVAL_S)
     # werkzeug logs every request to stderr; the local runtime shows its own progress instead.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     _list_moto_modules_once()
