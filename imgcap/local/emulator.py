@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -249,13 +250,15 @@ class S3EventPump:
 
     def _delete_accepted(self, messages: Sequence[dict[str, Any]]) -> None:
         for chunk in _chunks(list(messages), 10):
-            try:
+            # Not deleted: the event comes back after the visibility timeout and is delivered
+            # again, which asynchronous invocation allows (the resize stage is idempotent).
+            with suppress(Exception):
                 self._sqs.delete_message_batch(
                     QueueUrl=self._events_url,
-                    Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
+                    ],
                 )
-            except Exception:  # not deleted: the event comes back after the visibility timeout
-                continue
 
     def _accept(self, message: dict[str, Any]) -> None:
         try:

@@ -69,8 +69,8 @@ def _sqs_clock_from_time() -> None:
     def unix_time_millis(dt: Any = None) -> float:
         return time.time() * 1000.0 if dt is None else from_datetime_millis(dt)
 
-    models.unix_time = unix_time  # type: ignore[assignment]
-    models.unix_time_millis = unix_time_millis  # type: ignore[assignment]
+    models.unix_time = unix_time
+    models.unix_time_millis = unix_time_millis
     models._imgcap_clock_patched = True  # type: ignore[attr-defined]
 
 
@@ -79,7 +79,7 @@ def _timestamps_parsed_by_fromisoformat() -> None:
     parses it back with botocore's dateutil-based parser (hundreds of microseconds a key): the
     ledger's listings of a few thousand keys every few seconds then cost the moto process about
     half of its listing time (py-spy --gil). ``datetime.fromisoformat`` reads that text to the
-    same aware datetime (UTC when it names no zone) in well under a microsecond; anything it does
+    same instant in UTC (the zone botocore gives) in well under a microsecond; anything it does
     not read goes to botocore's parser as before."""
     from datetime import UTC, datetime
 
@@ -95,10 +95,11 @@ def _timestamps_parsed_by_fromisoformat() -> None:
                 parsed = datetime.fromisoformat(value)
             except ValueError:
                 return slow(value)
-            return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+            # botocore gives the instant in UTC; so does this (a text with no zone is UTC)
+            return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
         return slow(value)
 
-    serialize.parse_to_aware_datetime = parse_to_aware_datetime  # type: ignore[assignment]
+    serialize.parse_to_aware_datetime = parse_to_aware_datetime
     serialize._imgcap_timestamps_patched = True  # type: ignore[attr-defined]
 
 

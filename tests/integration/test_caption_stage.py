@@ -527,7 +527,9 @@ def test_given_caption_written_right_before_the_claim_when_claimed_then_no_model
             if key.startswith("claims/race.jpg.") and not self.raced:
                 self.raced = True
                 real_store.put_json(
-                    "captions/race.jpg.json", {"caption": "Winner."}, metadata={"source-etag": real_etag("e-race")}
+                    "captions/race.jpg.json",
+                    {"caption": "Winner."},
+                    metadata={"source-etag": real_etag("e-race")},
                 )
             return str(real_store.put_json(key, document, **kwargs))
 
