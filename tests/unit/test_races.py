@@ -375,3 +375,45 @@ def test_given_a_complete_answer_then_the_record_says_not_truncated():
     _, body = seed_version(store, b"v1")
     assert not deliver(w, body).truncated
     assert store.json(keys.caption_key(KEY))["truncated"] is False
+
+
+# --------------------------------------------------------------------------- requests per image
+
+
+def test_a_first_delivery_reads_its_caption_key_once_and_writes_conditionally_on_that_read():
+    # Issue 13: the caption key is read once, under the claim; publish writes conditionally on
+    # that read instead of reading it again (the race tests above show it still never moves back)
+    store, model, clock = MemoryStore(), FakeModel(), Clock()
+    w = worker(store, model, clock)
+    etag, body = seed_version(store, b"v1")
+    store.calls.clear()
+
+    assert deliver(w, body).outcome is Outcome.CAPTIONED
+
+    claim = keys.claim_key(KEY, etag)
+    assert store.calls == [
+        ("put", claim),  # the claim, create-only
+        ("head", keys.caption_key(KEY)),  # the one duplicate check, and publish's snapshot
+        ("head", keys.error_key(KEY)),  # a final caption-stage error for this ETag?
+        ("get", keys.encoded_key(KEY)),
+        ("head", KEY),  # still the current version, after the call
+        ("put", keys.caption_key(KEY)),  # If-None-Match on the snapshot
+        ("delete", claim),  # If-Match on our own claim
+    ]
+    assert len(model.calls) == 1
+
+
+def test_a_first_upload_reads_its_encoded_key_once_and_writes_conditionally_on_that_read():
+    store = MemoryStore()
+    v1 = store.upload(KEY, b"first picture")
+    store.calls.clear()
+
+    assert resize(store, v1).outcome is ResizeOutcome.RESIZED
+
+    assert store.calls == [
+        ("head", keys.encoded_key(KEY)),  # already encoded for this ETag? and publish's snapshot
+        ("get", KEY),  # If-Match on the event's ETag
+        ("head", KEY),  # still the current version, after the encode
+        ("put", keys.encoded_key(KEY)),  # If-None-Match on the snapshot
+        ("head", keys.error_key(KEY)),  # an older rejection to clear?
+    ]
