@@ -36,7 +36,7 @@ demo: setup ## generate sample images and run the whole pipeline locally
 	$(VENV)/bin/imgcap local --images $(IMAGES) --out $(OUT)
 
 test: setup browser ## the full test suite (unit, integration, infra, end to end)
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n 3 --dist loadfile $(PYTEST_ARGS)
 
 # Headless Chromium for the report's browser test (tests/e2e/test_report_browser.py): Debian's
 # package, installed only when missing. Without root (a developer's machine) it says how and goes
