@@ -338,7 +338,7 @@ class BatchRunner:
         self.pump.signal_stop()
         self.plane.close()
         self.pump.stop()
-        self._poller.join(timeout=BATCH_TIMEOUT_S)
+        self._poller.join(timeout=60.0)  # a daemon thread: a hung poll does not hold the exit
         self._events.shutdown(wait=True, cancel_futures=True)
         self._standin.control_plane = None
 
