@@ -34,15 +34,14 @@ from imgcap.local.emulator import Outcome, S3EventPump
 from imgcap.local.functions import LOCAL_LOG_LEVEL, _spec
 from imgcap.local.ledger import Ledger
 from imgcap.local.options import LocalTuning
-from imgcap.local.provision import LocalStack, drop_test_events
+from imgcap.local.provision import LocalStack, add_queue_notifications, create_queue, drop_test_events
 from imgcap.local.servers import LOCAL_ACCOUNT, LOCAL_REGION
 from imgcap.local.standin import BedrockStandin
 from imgcap.local.workers import FunctionSpec, WorkerPool
-from imgcap.ops.bucket import list_objects, read_json
+from imgcap.ops.backfill import job_documents
 from imgcap.ops.status import queue_depth
-from lambdas.backfill import records
 from lambdas.shared import contract
-from lambdas.shared.contract import BATCH_JOBS_PREFIX, BATCH_REQUESTS_PREFIX, BatchLimits
+from lambdas.shared.contract import BATCH_REQUESTS_PREFIX, BatchLimits
 
 SUBMIT_SERVICE = "backfill-submit"
 COLLECT_SERVICE = "backfill-collect"
@@ -62,23 +61,20 @@ class BatchStack:
 
 
 def provision_batch(*, s3: Any, sqs: Any, ssm: Any, stack: LocalStack, limits: BatchLimits) -> BatchStack:
-    events_url = sqs.create_queue(QueueName=f"{stack.stack_name}-batch-requests")["QueueUrl"]
-    events_arn = sqs.get_queue_attributes(QueueUrl=events_url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    failures_url = sqs.create_queue(QueueName=f"{stack.stack_name}-backfill-failures")["QueueUrl"]
-    config = s3.get_bucket_notification_configuration(Bucket=stack.bucket)
-    config.pop("ResponseMetadata", None)
-    config["QueueConfigurations"] = [
-        *config.get("QueueConfigurations", []),
-        {
-            "Id": "backfill-on-request",
-            "QueueArn": events_arn,
-            "Events": ["s3:ObjectCreated:*"],
-            "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": BATCH_REQUESTS_PREFIX}]}},
-        },
-    ]
-    s3.put_bucket_notification_configuration(Bucket=stack.bucket, NotificationConfiguration=config)
+    events_url, events_arn = create_queue(sqs, f"{stack.stack_name}-batch-requests")
+    failures_url, _ = create_queue(sqs, f"{stack.stack_name}-backfill-failures")
+    add_queue_notifications(
+        s3,
+        stack.bucket,
+        [
+            {
+                "Id": "backfill-on-request",
+                "QueueArn": events_arn,
+                "Events": ["s3:ObjectCreated:*"],
+                "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": BATCH_REQUESTS_PREFIX}]}},
+            }
+        ],
+    )
     for url in (stack.events_queue_url, events_url):
         drop_test_events(sqs, url)
     ssm.put_parameter(
@@ -258,11 +254,8 @@ class BatchRunner:
         return self.pump.stats.failed_events > 0 and self.pump.in_flight == 0
 
     def job_documents(self, bucket: str) -> list[dict[str, Any]]:
-        documents = []
-        for obj in list_objects(self._s3, bucket, BATCH_JOBS_PREFIX):
-            if records.is_job_document_key(obj.key):
-                documents.append(read_json(self._s3, bucket, obj.key))
-        return sorted(documents, key=lambda d: str(d.get("job_name", "")))
+        """The job documents (``imgcap backfill --status`` reads the same), by job name."""
+        return sorted(job_documents(self._s3, bucket), key=lambda d: str(d.get("job_name", "")))
 
     def quiet(self, bucket: str) -> bool:
         """Every job Bedrock ended has been collected, and nothing of the stage is running."""

@@ -43,7 +43,8 @@ def stack_names(stack_name: str) -> dict[str, str]:
     }
 
 
-def _queue(sqs: Any, name: str, attributes: Mapping[str, str] | None = None) -> tuple[str, str]:
+def create_queue(sqs: Any, name: str, attributes: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(URL, ARN) of a new queue (the stages' own and their notification targets)."""
     url = sqs.create_queue(QueueName=name, Attributes=dict(attributes or {}))["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     return str(url), str(arn)
@@ -63,9 +64,9 @@ def provision(
     names = stack_names(stack_name)
     s3.create_bucket(Bucket=names["bucket"])
 
-    dlq_url, dlq_arn = _queue(sqs, names["dlq"], {"MessageRetentionPeriod": str(14 * 24 * 3600)})
+    dlq_url, dlq_arn = create_queue(sqs, names["dlq"], {"MessageRetentionPeriod": str(14 * 24 * 3600)})
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})
-    queue_url, queue_arn = _queue(
+    queue_url, queue_arn = create_queue(
         sqs,
         names["queue"],
         {
@@ -74,8 +75,8 @@ def provision(
             "RedrivePolicy": redrive,
         },
     )
-    events_url, events_arn = _queue(sqs, names["events"])
-    failures_url, _ = _queue(sqs, names["resize_failures"])
+    events_url, events_arn = create_queue(sqs, names["events"])
+    failures_url, _ = create_queue(sqs, names["resize_failures"])
 
     s3.put_bucket_notification_configuration(
         Bucket=names["bucket"],
@@ -132,3 +133,11 @@ def drop_test_events(sqs: Any, url: str) -> None:
                     QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
                 )
                 return
+
+
+def add_queue_notifications(s3: Any, bucket: str, configurations: list[dict[str, Any]]) -> None:
+    """Add S3 -> SQS notification configurations to the bucket's (its own stay as they are)."""
+    config = s3.get_bucket_notification_configuration(Bucket=bucket)
+    config.pop("ResponseMetadata", None)
+    config["QueueConfigurations"] = [*config.get("QueueConfigurations", []), *configurations]
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)

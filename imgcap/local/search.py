@@ -18,7 +18,7 @@ from typing import Any
 
 from imgcap.local.emulator import BatchVerdict, Outcome, SqsEventSource
 from imgcap.local.functions import LOCAL_LOG_LEVEL, _spec
-from imgcap.local.provision import LocalStack, drop_test_events
+from imgcap.local.provision import LocalStack, add_queue_notifications, create_queue, drop_test_events
 from imgcap.local.workers import FunctionSpec, InvocationResult, WorkerPool
 from lambdas.shared import contract
 from lambdas.shared.contract import CAPTIONS_PREFIX, IMAGES_PREFIX, IndexKnobs
@@ -44,12 +44,6 @@ class SearchStack:
     embedding_input: str
 
 
-def _queue(sqs: Any, name: str, attributes: Mapping[str, str]) -> tuple[str, str]:
-    url = sqs.create_queue(QueueName=name, Attributes=dict(attributes))["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    return str(url), str(arn)
-
-
 def provision_search(
     *,
     s3: Any,
@@ -63,33 +57,32 @@ def provision_search(
     max_receive_count: int = 4,
 ) -> SearchStack:
     contract.check_embedding_model(embedding_model_id, embedding_dimension)
-    dlq_url, dlq_arn = _queue(sqs, f"{stack.stack_name}-index-dlq", {})
+    dlq_url, dlq_arn = create_queue(sqs, f"{stack.stack_name}-index-dlq", {})
     redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})
-    queue_url, queue_arn = _queue(
+    queue_url, queue_arn = create_queue(
         sqs,
         f"{stack.stack_name}-index",
         {"VisibilityTimeout": str(int(6 * INDEX_TIMEOUT_S)), "RedrivePolicy": redrive},
     )
-    config = s3.get_bucket_notification_configuration(Bucket=stack.bucket)
-    config.pop("ResponseMetadata", None)
-    queue_configs = list(config.get("QueueConfigurations", []))
-    for n, (events, prefix) in enumerate(
-        (
-            ("s3:ObjectCreated:*", CAPTIONS_PREFIX),
-            ("s3:ObjectRemoved:*", CAPTIONS_PREFIX),
-            ("s3:ObjectRemoved:*", IMAGES_PREFIX),
-        )
-    ):
-        queue_configs.append(
+    add_queue_notifications(
+        s3,
+        stack.bucket,
+        [
             {
                 "Id": f"index-{n}",
                 "QueueArn": queue_arn,
                 "Events": [events],
                 "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
             }
-        )
-    config["QueueConfigurations"] = queue_configs
-    s3.put_bucket_notification_configuration(Bucket=stack.bucket, NotificationConfiguration=config)
+            for n, (events, prefix) in enumerate(
+                (
+                    ("s3:ObjectCreated:*", CAPTIONS_PREFIX),
+                    ("s3:ObjectRemoved:*", CAPTIONS_PREFIX),
+                    ("s3:ObjectRemoved:*", IMAGES_PREFIX),
+                )
+            )
+        ],
+    )
     for url in (stack.events_queue_url, queue_url):  # S3's test events (PurgeQueue: once a minute)
         drop_test_events(sqs, url)
 
