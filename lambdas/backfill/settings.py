@@ -20,6 +20,7 @@ from lambdas.shared.contract import (
     CaptionKnobs,
     parse_batch_limits,
 )
+from lambdas.shared.env import number, require
 from lambdas.shared.settings import ssm_values
 
 
@@ -39,13 +40,6 @@ class BackfillEnv:
         return self.ssm_prefix.strip("/") or "imgcap"
 
 
-def _require(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
-        raise ConfigError(f"environment variable {name} is missing")
-    return value
-
-
 def backfill_env_from(env: Mapping[str, str]) -> BackfillEnv:
     try:
         raw_limits = json.loads(env.get(ENV_BATCH_LIMITS, "") or "{}")
@@ -53,16 +47,12 @@ def backfill_env_from(env: Mapping[str, str]) -> BackfillEnv:
         raise ConfigError(f"environment variable {ENV_BATCH_LIMITS} is not JSON: {exc}") from exc
     if not isinstance(raw_limits, dict):
         raise ConfigError(f"environment variable {ENV_BATCH_LIMITS} must be a JSON object")
-    try:
-        max_age = int(env.get(ENV_SSM_MAX_AGE, "60") or 60)
-    except ValueError as exc:
-        raise ConfigError(f"environment variable {ENV_SSM_MAX_AGE} must be a whole number") from exc
     return BackfillEnv(
-        bucket=_require(env, ENV_BUCKET),
-        queue_url=_require(env, ENV_QUEUE_URL),
-        role_arn=_require(env, ENV_BATCH_ROLE_ARN),
-        ssm_prefix=_require(env, ENV_SSM_PREFIX),
-        ssm_max_age_s=max_age,
+        bucket=require(env, ENV_BUCKET),
+        queue_url=require(env, ENV_QUEUE_URL),
+        role_arn=require(env, ENV_BATCH_ROLE_ARN),
+        ssm_prefix=require(env, ENV_SSM_PREFIX),
+        ssm_max_age_s=int(number(env, ENV_SSM_MAX_AGE, 60, 0, 3600)),
         limits=parse_batch_limits(raw_limits, label=f"environment variable {ENV_BATCH_LIMITS}:"),
     )
 

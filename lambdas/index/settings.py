@@ -31,6 +31,7 @@ from lambdas.shared.contract import (
     IndexKnobs,
     check_embedding_model,
 )
+from lambdas.shared.env import number, require
 
 _KNOBS = IndexKnobs()
 
@@ -56,52 +57,32 @@ class IndexSettings:
         return self.embedding_rpm / max(self.max_concurrency, 1)
 
 
-def _require(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
-        raise ConfigError(f"environment variable {name} is missing")
-    return value
-
-
-def _number(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"environment variable {name} must be a number, got {raw!r}") from exc
-    if not lo <= value <= hi:
-        raise ConfigError(f"environment variable {name} must be between {lo:g} and {hi:g}, got {raw!r}")
-    return value
-
-
 def index_settings_from(env: Mapping[str, str]) -> IndexSettings:
-    model_id = _require(env, ENV_EMBEDDING_MODEL)
-    dimension = int(_number(env, ENV_EMBEDDING_DIMENSION, 0, 1, 4096))
+    model_id = require(env, ENV_EMBEDDING_MODEL)
+    dimension = int(number(env, ENV_EMBEDDING_DIMENSION, 0, 1, 4096))
     try:
         check_embedding_model(model_id, dimension)
     except ContractError as exc:
         raise ConfigError(f"{ENV_EMBEDDING_MODEL}/{ENV_EMBEDDING_DIMENSION}: {exc}") from exc
-    embedding_input = _require(env, ENV_EMBEDDING_INPUT).lower()
+    embedding_input = require(env, ENV_EMBEDDING_INPUT).lower()
     if embedding_input not in EMBEDDING_INPUTS:
         raise ConfigError(
             f"environment variable {ENV_EMBEDDING_INPUT} must be one of {', '.join(EMBEDDING_INPUTS)}, "
             f"got {embedding_input!r}"
         )
     return IndexSettings(
-        bucket=_require(env, ENV_BUCKET),
-        vector_bucket=_require(env, ENV_VECTOR_BUCKET),
-        index_name=_require(env, ENV_INDEX_NAME),
+        bucket=require(env, ENV_BUCKET),
+        vector_bucket=require(env, ENV_VECTOR_BUCKET),
+        index_name=require(env, ENV_INDEX_NAME),
         embedding_model_id=model_id,
         embedding_dimension=dimension,
         embedding_input=embedding_input,
-        max_concurrency=int(_number(env, ENV_MAX_CONCURRENCY, 2, 1, 1000)),
-        embedding_rpm=_number(env, ENV_EMBEDDING_RPM, _KNOBS.embedding_rpm, 0.1, 1_000_000),
-        backoff_base_s=_number(env, ENV_BACKOFF_BASE, _KNOBS.throttle_backoff_base_s, 0, 43_200),
-        backoff_max_s=_number(env, ENV_BACKOFF_MAX, _KNOBS.throttle_backoff_max_s, 0, 43_200),
-        bedrock_read_timeout_s=_number(env, ENV_BEDROCK_READ_TIMEOUT, _KNOBS.bedrock_read_timeout_s, 1, 900),
-        bedrock_max_attempts=int(_number(env, ENV_BEDROCK_MAX_ATTEMPTS, _KNOBS.bedrock_max_attempts, 1, 10)),
+        max_concurrency=int(number(env, ENV_MAX_CONCURRENCY, 2, 1, 1000)),
+        embedding_rpm=number(env, ENV_EMBEDDING_RPM, _KNOBS.embedding_rpm, 0.1, 1_000_000),
+        backoff_base_s=number(env, ENV_BACKOFF_BASE, _KNOBS.throttle_backoff_base_s, 0, 43_200),
+        backoff_max_s=number(env, ENV_BACKOFF_MAX, _KNOBS.throttle_backoff_max_s, 0, 43_200),
+        bedrock_read_timeout_s=number(env, ENV_BEDROCK_READ_TIMEOUT, _KNOBS.bedrock_read_timeout_s, 1, 900),
+        bedrock_max_attempts=int(number(env, ENV_BEDROCK_MAX_ATTEMPTS, _KNOBS.bedrock_max_attempts, 1, 10)),
     )
 
 

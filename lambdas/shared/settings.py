@@ -43,6 +43,7 @@ from lambdas.shared.contract import (
     CaptionKnobs,
     parse_model_id_list,
 )
+from lambdas.shared.env import flag, number, require
 
 _KNOBS = CaptionKnobs()  # the stack's defaults, also when a variable is unset
 
@@ -87,62 +88,29 @@ class CaptionSettings:
     write_object_tags: bool = False
 
 
-def _require(env: Mapping[str, str], name: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
-        raise ConfigError(f"environment variable {name} is missing")
-    return value
-
-
-def _env_number(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError as exc:
-        raise ConfigError(f"environment variable {name} must be a number, got {raw!r}") from exc
-    if not lo <= value <= hi:
-        raise ConfigError(f"environment variable {name} must be between {lo} and {hi}, got {raw!r}")
-    return value
-
-
 def env_settings_from(env: Mapping[str, str]) -> EnvSettings:
     """Parse and validate the deploy-time part (pure over the given mapping)."""
-    prefix = _require(env, ENV_SSM_PREFIX)
+    prefix = require(env, ENV_SSM_PREFIX)
     if not prefix.startswith("/") or prefix.endswith("/"):
         raise ConfigError(f"environment variable {ENV_SSM_PREFIX} must look like /stack-name, got {prefix!r}")
     return EnvSettings(
-        bucket=_require(env, ENV_BUCKET),
+        bucket=require(env, ENV_BUCKET),
         ssm_prefix=prefix,
-        ssm_max_age_s=int(_env_number(env, ENV_SSM_MAX_AGE, 60, 0, 3600)),
-        memory_mb=int(_env_number(env, ENV_MEMORY, 1769, 128, 10240)),
+        ssm_max_age_s=int(number(env, ENV_SSM_MAX_AGE, 60, 0, 3600)),
+        memory_mb=int(number(env, ENV_MEMORY, 1769, 128, 10240)),
         queue_url=env.get(ENV_QUEUE_URL, "").strip() or None,
-        max_concurrency=int(_env_number(env, ENV_MAX_CONCURRENCY, 2, 1, 1000)),
-        backoff_base_s=_env_number(env, ENV_BACKOFF_BASE, _KNOBS.throttle_backoff_base_s, 0, 43_200),
-        backoff_max_s=_env_number(env, ENV_BACKOFF_MAX, _KNOBS.throttle_backoff_max_s, 0, 43_200),
+        max_concurrency=int(number(env, ENV_MAX_CONCURRENCY, 2, 1, 1000)),
+        backoff_base_s=number(env, ENV_BACKOFF_BASE, _KNOBS.throttle_backoff_base_s, 0, 43_200),
+        backoff_max_s=number(env, ENV_BACKOFF_MAX, _KNOBS.throttle_backoff_max_s, 0, 43_200),
         model_error_max_attempts=int(
-            _env_number(env, ENV_MODEL_ERROR_ATTEMPTS, _KNOBS.model_error_max_attempts, 1, 100)
+            number(env, ENV_MODEL_ERROR_ATTEMPTS, _KNOBS.model_error_max_attempts, 1, 100)
         ),
-        bedrock_read_timeout_s=_env_number(
-            env, ENV_BEDROCK_READ_TIMEOUT, _KNOBS.bedrock_read_timeout_s, 1, 900
-        ),
-        bedrock_max_attempts=int(
-            _env_number(env, ENV_BEDROCK_MAX_ATTEMPTS, _KNOBS.bedrock_max_attempts, 1, 10)
-        ),
-        claim_lease_s=_env_number(env, ENV_CLAIM_LEASE, _KNOBS.claim_lease_s, 1, 43_200),
+        bedrock_read_timeout_s=number(env, ENV_BEDROCK_READ_TIMEOUT, _KNOBS.bedrock_read_timeout_s, 1, 900),
+        bedrock_max_attempts=int(number(env, ENV_BEDROCK_MAX_ATTEMPTS, _KNOBS.bedrock_max_attempts, 1, 10)),
+        claim_lease_s=number(env, ENV_CLAIM_LEASE, _KNOBS.claim_lease_s, 1, 43_200),
         allowed_model_ids=parse_model_id_list(env.get(ENV_ALLOWED_MODEL_IDS, "")),
-        write_object_tags=_env_flag(env, ENV_WRITE_OBJECT_TAGS),
+        write_object_tags=flag(env, ENV_WRITE_OBJECT_TAGS),
     )
-
-
-def _env_flag(env: Mapping[str, str], name: str) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if raw in ("", "false", "0", "no"):
-        return False
-    if raw in ("true", "1", "yes"):
-        return True
-    raise ConfigError(f"environment variable {name} must be true or false, got {raw!r}")
 
 
 def check_model_allowed(model: ModelSpec, allowed: tuple[str, ...]) -> None:
