@@ -11,7 +11,6 @@ the next; tests pass their own.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from typing import Any
 
@@ -74,13 +73,11 @@ class CaptionEnvironment:
 
 def _new_worker(settings: CaptionSettings) -> CaptionWorker:
     tags = S3ObjectTags(aws.client("s3"), settings.bucket) if settings.write_object_tags else None
-    # A random phase per environment, so environments started together do not call together
-    phase = random.random()  # noqa: S311 (a phase, not a secret)
     return CaptionWorker(
         store=S3Store(aws.client("s3"), settings.bucket),
         object_tags=tags,
         call_model=converse_caller(settings.bedrock_read_timeout_s, settings.bedrock_max_attempts),
-        pacer=Pacer(settings.pacing.worker_rpm, settings.pacing.worker_tpm, first_slot=phase),
+        pacer=Pacer(settings.pacing.worker_rpm, settings.pacing.worker_tpm),
     )
 
 

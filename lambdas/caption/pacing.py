@@ -6,14 +6,6 @@ and TPM/C tokens per minute. The fleet then runs at the quota without going over
 a thundering herd: the request bucket holds one request (``burst_requests``), so a worker's calls
 are spaced ``60 / (R/C)`` seconds apart instead of firing a minute's worth at once.
 
-Environments that start together (a backlog arrives, or a deploy) would otherwise all call at the
-same instant and keep that phase for as long as the backlog lasts: when a worker's interval is
-longer than the quota's minute (C > R, e.g. 5 requests/minute over 10 workers), the whole fleet
-then lands in every other minute, half its calls are throttled and the quota is used at half its
-rate. So a fresh pacer starts ``first_slot`` of one interval into its cycle (the handler draws it
-at random per environment): the workers' slots spread over the interval, and the fleet's calls
-over every minute.
-
 A call reserves its *expected* tokens up front (input estimate + ``maxTokens``, the way Bedrock
 counts a request against the tokens-per-minute quota when it starts) and ``settle`` corrects the
 bucket with the real usage afterwards. A reservation bigger than the bucket is admitted when the
@@ -37,12 +29,12 @@ Clock = Callable[[], float]
 class TokenBucket:
     """``rate_per_s`` units flow in up to ``capacity``; the level may go negative (debt)."""
 
-    def __init__(self, rate_per_s: float, capacity: float, now: float, level: float | None = None) -> None:
+    def __init__(self, rate_per_s: float, capacity: float, now: float) -> None:
         if rate_per_s <= 0 or capacity <= 0:
             raise ValueError("bucket rate and capacity must be positive")
         self.rate_per_s = rate_per_s
         self.capacity = capacity
-        self.level = capacity if level is None else min(level, capacity)  # full: may start at once
+        self.level = capacity  # a fresh worker may start at once
         self._stamp = now
 
     def refill(self, now: float) -> None:
@@ -86,22 +78,16 @@ class Pacer:
         *,
         clock: Clock = time.monotonic,
         burst_requests: float = 1.0,
-        first_slot: float = 0.0,
     ) -> None:
-        """``first_slot`` in [0, 1): the share of one request interval before the first call."""
         _check(requests_per_minute, tokens_per_minute)
         if burst_requests <= 0:
             raise ValueError("burst_requests must be positive")
-        if not 0.0 <= first_slot < 1.0:
-            raise ValueError(f"first_slot must be in [0, 1), got {first_slot!r}")
         self._clock = clock
         self._burst = burst_requests
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
         now = clock()
-        self._requests = TokenBucket(
-            requests_per_minute / 60.0, burst_requests, now, level=burst_requests * (1.0 - first_slot)
-        )
+        self._requests = TokenBucket(requests_per_minute / 60.0, burst_requests, now)
         self._tokens = TokenBucket(tokens_per_minute / 60.0, self._token_capacity(), now)
 
     def _token_capacity(self) -> float:

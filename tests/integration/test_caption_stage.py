@@ -630,21 +630,3 @@ def test_given_model_access_denied_when_fixed_and_redriven_then_every_image_is_c
     # Then every image is captioned, once
     assert sorted(stage.keys_under("captions/")) == [f"captions/denied/{n}.jpg.json" for n in range(3)]
     assert stage.keys_under("errors/") == []
-
-
-# --------------------------------------------------------------------------- pacing phase
-
-
-def test_given_a_new_execution_environment_then_its_pacer_starts_at_a_drawn_phase(stage, monkeypatch):
-    """Environments started together do not all call in the same instant (pacing.py explains)."""
-    from lambdas.shared.settings import caption_settings
-
-    # Given a quota share of one request every 60 s per worker (2 workers, 2 requests/minute)
-    stage.set_param("requests-per-minute", "2")
-    settings = caption_settings()
-    # When a new environment's worker is made and its phase draw says 0.75
-    monkeypatch.setattr(stage.handler.random, "random", lambda: 0.75)
-    worker = stage.environment.worker_for(settings)
-    # Then its first call waits 0.75 of the interval (less the instants spent since it was made)
-    assert worker.pacer.request_interval_s == pytest.approx(60.0)
-    assert 44.0 < worker.pacer.wait_time(0) <= 45.0

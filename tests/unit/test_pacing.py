@@ -66,43 +66,6 @@ def test_given_fresh_pacer_when_two_calls_back_to_back_then_second_waits_one_int
     assert (first, second, third) == (0.0, 1.0, 2.0)
 
 
-def test_given_a_first_slot_then_the_first_call_waits_that_share_of_one_interval():
-    # Given a worker share of 6 requests per minute (one every 10 s) starting 0.25 into its cycle
-    clock = FakeClock()
-    pacer = Pacer(6, 1_000_000, clock=clock, first_slot=0.25)
-    # Then its first call waits 2.5 s and the next ones keep the 10 s spacing
-    assert pacer.reserve(100) == pytest.approx(2.5)
-    assert pacer.reserve(100) == pytest.approx(12.5)
-    with pytest.raises(ValueError, match="first_slot"):
-        Pacer(6, 1_000_000, clock=clock, first_slot=1.0)
-
-
-def _fleet_starts(worker_rpm: float, phases: list[float], duration_s: float) -> list[float]:
-    """Call times of a fleet of busy workers started at the same instant, one phase each."""
-    starts: list[float] = []
-    for phase in phases:
-        clock = FakeClock()
-        starts += _run_worker(
-            Pacer(worker_rpm, 1e12, clock=clock, first_slot=phase), clock, tokens=1, duration_s=duration_s
-        )
-    return sorted(starts)
-
-
-def test_given_more_workers_than_requests_per_minute_then_spread_phases_keep_every_minute_at_the_quota():
-    # Given R = 5 requests/minute over C = 10 workers: each may call once every 120 s
-    quota, workers = 5, 10
-    worker_rpm = quota / workers
-    # When they all start at once with the same phase (what every environment did before) ...
-    bunched = _fleet_starts(worker_rpm, [0.0] * workers, duration_s=600)
-    # ... every call of a cycle falls in one minute: twice the quota there, nothing in the next
-    assert _max_in_any_window(bunched) == workers
-    # When their phases are spread over the interval (the handler draws one per environment) ...
-    spread = _fleet_starts(worker_rpm, [i / workers for i in range(workers)], duration_s=600)
-    # ... the fleet makes the same number of calls and no minute holds more than the quota (+ rounding)
-    assert len(spread) == len(bunched) == workers * 5
-    assert _max_in_any_window(spread) <= quota + 1
-
-
 def test_given_quota_share_r_over_c_when_worker_runs_ten_minutes_then_never_exceeds_it_in_any_minute():
     # Given R = 100 requests/min shared by C = 4 workers and ample tokens
     spec = PacingSpec(requests_per_minute=100, tokens_per_minute=10_000_000, max_concurrency=4)
