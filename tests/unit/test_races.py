@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from lambdas.caption.bedrock import MIN_READ_TIMEOUT_S, call_limits
+from lambdas.caption.claims import Claims
 from lambdas.caption.pacing import Pacer
 from lambdas.caption.service import CaptionWorker, Delivery, Outcome
 from lambdas.resize.events import ObjectRef
@@ -180,6 +181,47 @@ def test_given_a_write_between_snapshot_and_put_then_publish_retries_and_sees_it
     assert store.json(out) == {"v": 2}
 
 
+def test_given_an_older_record_when_a_newer_one_replaces_it_before_our_put_then_publish_never_overwrites_it():
+    # Given a record of an older version (v0) already stored, and v1 current
+    store = MemoryStore()
+    out = "captions/race/pic.jpg.json"
+    store.put_json(out, {"v": 0}, metadata={"source-etag": "0ld"})
+    v1 = store.upload(KEY, b"v1")
+
+    # When, after v1's currency check and right before its put, v2 is uploaded and writes its record
+    def newer_upload_replaces_the_record() -> None:
+        v2 = store.upload(KEY, b"v2")
+        store.put_json(out, {"v": 2}, metadata={"source-etag": v2})
+
+    store.on("put", out, newer_upload_replaces_the_record)
+
+    def write(if_none_match: bool, if_match: str | None) -> str:
+        return store.put_json(
+            out, {"v": 1}, metadata={"source-etag": v1}, if_none_match=if_none_match, if_match=if_match
+        )
+
+    # Then v1's put, conditional on the v0 record it saw, fails; the retry finds v1 superseded
+    assert publish(store, out, Version(KEY, v1), write, replace_same_version=False) is Published.SUPERSEDED
+    assert store.json(out) == {"v": 2}
+
+
+def test_given_a_newer_rejection_written_right_before_the_delete_then_clear_stale_leaves_it():
+    # Given an old rejection (v0) and v1, current, that succeeded
+    store = MemoryStore()
+    error_key = keys.error_key(KEY)
+    store.put_json(error_key, {"old": True}, metadata={"source-etag": "0ld"})
+    v1 = store.upload(KEY, b"v1")
+
+    # When v2's rejection replaces the old one after v1's currency check, right before its delete
+    store.on(
+        "delete", error_key, lambda: store.put_json(error_key, {"new": True}, metadata={"source-etag": "v2"})
+    )
+
+    # Then the delete, conditional on the old record's ETag, removes nothing
+    assert clear_stale(store, error_key, Version(KEY, v1)) is False
+    assert store.json(error_key) == {"new": True}
+
+
 # --------------------------------------------------------------------------- items 2, 3, 6: caption
 
 
@@ -312,6 +354,27 @@ def test_given_an_expired_claim_then_anyone_takes_it_over_and_a_release_never_re
     assert store.json(claim_key)["message_id"] == "other"
 
 
+def test_given_two_late_comers_for_an_expired_claim_then_only_one_takes_it_over():
+    store, clock = MemoryStore(), Clock()
+    claims = Claims(store, lease_s=900, wall=clock)
+    etag = store.upload(KEY, b"v1")
+    claim_key = keys.claim_key(KEY, etag)
+    store.put_json(claim_key, {"message_id": "dead", "claimed_at": clock.now - 901})
+    taken = {}
+
+    # B takes the expired claim over after A has read it and right before A's own takeover put
+    def b_takes_over_before_a_puts() -> None:
+        taken["b"] = claims.take(KEY, etag, "m-b")
+
+    store.on("get", claim_key, lambda: store.on("put", claim_key, b_takes_over_before_a_puts))
+    taken["a"] = claims.take(KEY, etag, "m-a")
+
+    # A's put was conditional on the expired claim it read: B's takeover stands, A has none
+    assert taken["b"] is not None
+    assert taken["a"] is None
+    assert store.json(claim_key)["message_id"] == "m-b"
+
+
 def test_given_little_time_left_then_the_call_budget_never_outlives_the_invocation():
     store, model, clock = MemoryStore(), FakeModel(), Clock()
     w = worker(store, model, clock)
@@ -351,6 +414,33 @@ def test_given_a_budget_too_small_for_one_bounded_call_then_none_and_nothing_is_
     assert result.failed
     assert store.keys("captions/") == []
     assert store.keys("claims/") == []
+
+
+@pytest.mark.parametrize(
+    ("budget_s", "configured_read_s", "configured_attempts"), [(40.0, 60.0, 2), (20.0, 50.0, 3)]
+)
+def test_given_a_budget_then_the_sdk_client_is_built_with_the_limits_that_fit_it(
+    monkeypatch, budget_s, configured_read_s, configured_attempts
+):
+    from lambdas.caption import bedrock
+
+    built: list[tuple[int, float]] = []
+
+    class Client:
+        def converse(self, **request: Any) -> dict[str, Any]:
+            return {"output": {"message": {"content": [{"text": "ok"}]}}}
+
+    def fake_client(max_attempts: int, read_timeout_s: float) -> Client:
+        built.append((max_attempts, read_timeout_s))
+        return Client()
+
+    monkeypatch.setattr(bedrock, "bedrock_client", fake_client)
+    bedrock.BedrockConverse(configured_read_s, configured_attempts)({"modelId": "m"}, budget_s)
+
+    # The client the call ran on has the bounded limits, not the configured ones
+    assert built == [call_limits(budget_s, configured_read_s, configured_attempts)]
+    [(attempts, read)] = built
+    assert attempts * (aws.CONNECT_TIMEOUT_S + read) <= budget_s
 
 
 # --------------------------------------------------------------------------- item 9: truncated
