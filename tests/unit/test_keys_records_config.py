@@ -183,6 +183,17 @@ def test_given_invalid_item_when_parsing_then_error_names_it(name, value, fragme
         parse(values)
 
 
+@pytest.mark.parametrize("size", ["10x10", "9999x9999", "8192x8192", "8001x16", "4096x2160"])
+def test_given_a_target_size_synth_refuses_then_the_functions_refuse_it_with_the_same_words(size):
+    from lambdas.shared.contract import ContractError, parse_target_size
+
+    with pytest.raises(ContractError) as synth_side:
+        parse_target_size(size, "configuration item 'target-size'")
+    with pytest.raises(ConfigError) as runtime_side:
+        image_spec_from({**SSM_DEFAULTS, "target-size": size}, 1769)
+    assert str(runtime_side.value) == str(synth_side.value)
+
+
 def test_pacing_share_is_quota_over_concurrency():
     pacing = pacing_spec_from({**SSM_DEFAULTS, "requests-per-minute": "120"}, max_concurrency=4)
     assert pacing.worker_rpm == 30
@@ -258,6 +269,9 @@ def _crafted_keys(draw: st.DrawFn) -> str:
 @given(st.lists(_crafted_keys(), min_size=2, max_size=8, unique=True))
 @settings(max_examples=300, deadline=None)
 def test_given_any_distinct_source_keys_then_every_derived_key_is_distinct(source_keys):
+    # Beside each drawn key, a crafted one whose path is exactly that key's derived path (for a
+    # hashed key, its ``<head>~<digest>`` form): the pairs a hostile uploader would try.
+    source_keys = sorted({*source_keys, *("images/" + _hashed_form_of(k) for k in source_keys)})
     for derive in _DERIVERS:
         derived = [derive(k) for k in source_keys]
         assert len(set(derived)) == len(derived)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from imgcap.ops.status import Status, Usage, attention_sentences
+from imgcap.ops.status import Status, Usage, attention_sentences, summarise_usage
 from imgcap.report import ReportEntry, render_report
 
 pytestmark = pytest.mark.unit
@@ -54,3 +54,13 @@ def test_given_truncated_captions_then_status_says_how_to_raise_max_tokens():
     [sentence] = attention_sentences(status)
     assert sentence.startswith("2 caption(s) stopped at maxTokens")
     assert "max-tokens" in sentence
+
+
+def test_given_caption_records_then_status_counts_only_the_truncated_ones():
+    records = {
+        "captions/cut.jpg.json": {"truncated": True, "stop_reason": "max_tokens"},
+        "captions/whole.jpg.json": {"truncated": False, "stop_reason": "end_turn"},
+        "captions/old.jpg.json": {"stop_reason": "end_turn"},  # written before the flag existed
+    }
+    usage = summarise_usage(records, unreadable=0)
+    assert (usage.captions_read, usage.truncated) == (3, 1)
