@@ -443,6 +443,37 @@ def test_given_a_budget_then_the_sdk_client_is_built_with_the_limits_that_fit_it
     assert attempts * (aws.CONNECT_TIMEOUT_S + read) <= budget_s
 
 
+@pytest.mark.parametrize(
+    ("code", "status", "text"),
+    [
+        ("AccessDeniedException", 403, "You don't have access to the model with the specified model ID."),
+        ("ResourceNotFoundException", 404, "Model not found."),
+        ("ValidationException", 400, "The provided model identifier is invalid."),
+    ],
+)
+def test_given_a_configuration_fault_then_the_delivery_is_retried_as_one_and_nothing_is_written_off(
+    code, status, text
+):
+    from lambdas.caption.model import ModelCallError, RetryKind
+
+    store, clock = MemoryStore(), Clock()
+
+    def denied(request: dict[str, Any], budget_s: float) -> dict[str, Any]:
+        raise ModelCallError(code, text, status)
+
+    w = worker(store, FakeModel(), clock)
+    w.call_model = denied
+    _, body = seed_version(store, b"v1")
+    result = deliver(w, body)
+
+    # Item 4: retried (backed off), marked as configuration (its own metric), no error record
+    assert result.outcome is Outcome.DEFERRED
+    assert result.failed
+    assert result.retry is RetryKind.CONFIGURATION
+    assert store.keys("errors/") == []
+    assert store.json(keys.CAPTION_HEALTH_KEY)["error_type"] == code  # what `imgcap status` says
+
+
 # --------------------------------------------------------------------------- item 9: truncated
 
 
