@@ -237,6 +237,14 @@ class StackConfig:
         return self.tunables["model-id"]
 
     @property
+    def warnings(self) -> tuple[str, ...]:
+        """Configurations that work but not well: ``cdk synth`` prints each as a warning."""
+        note = contract.oversized_fleet_note(
+            float(self.tunables["requests-per-minute"]), self.max_concurrency
+        )
+        return (note,) if note else ()
+
+    @property
     def allowed_models(self) -> tuple[str, ...]:
         """What the caption role may invoke and the function accepts as ``model-id``."""
         return self.allowed_model_ids or default_allowed_model_ids(self.model_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import Annotations, CfnOutput, Stack
 from constructs import Construct
 
 from infra.config import IMAGES_PREFIX, StackConfig
@@ -34,6 +34,8 @@ class ImageCaptioningStack(Stack):
             description="Serverless image captioning: S3 -> resize/encode -> SQS -> Amazon Bedrock -> S3",
             **kwargs,
         )
+        for number, warning in enumerate(config.warnings):
+            Annotations.of(self).add_warning_v2(f"imgcap:config-warning-{number}", warning)
         storage = Storage(self, "Storage", config=config)
         queues = CaptionQueues(self, "CaptionQueues", config=config)
         configuration = Configuration(

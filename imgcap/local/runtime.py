@@ -68,6 +68,7 @@ from imgcap.local.telemetry import LogSink, MetricTotals
 from imgcap.local.workers import FunctionSpec, InvocationResult, WorkerPool
 from imgcap.ops.status import queue_depth
 from imgcap.progress import Progress
+from lambdas.shared.contract import oversized_fleet_note
 
 NOT_FINAL_LISTED = 20  # how many unfinished keys the timeout message names
 POLL_S = 1.0
@@ -333,6 +334,9 @@ def _say_start(run: _Run, files: int, batch: bool) -> None:
         f"faults={options.faults.describe()}"
         + (f", mode=batch, batch faults={options.batch_faults.describe()}" if batch else "")
     )
+    note = oversized_fleet_note(options.pacing_rpm or options.rpm, options.workers)
+    if note:
+        run.say(f"warning: {note.replace('maxConcurrency', '--concurrency')}")
 
 
 def _prepare_batch(

@@ -582,6 +582,33 @@ def auto_concurrency(
     return max(MIN_CONCURRENCY, min(MAX_CONCURRENCY, needed))
 
 
+def oversized_fleet_note(requests_per_minute: float, concurrency: int) -> str | None:
+    """A sentence when C workers share R requests a minute so thinly that each may call less than
+    once a minute (C > R), else None.
+
+    Workers that start together then take their slots together: a whole cycle's calls land in one
+    minute and the next minute stays empty, so about half of them are throttled and the fleet runs
+    at about half the quota (measured on the local runtime: 2.4 captions a minute at R = 5, C = 10).
+    Nothing is lost or paid twice; it is only slow. ``auto`` never sizes a fleet like that unless R
+    is below the mapping's minimum of two workers.
+    """
+    if requests_per_minute <= 0 or concurrency <= requests_per_minute:
+        return None
+    interval_s = 60.0 * concurrency / requests_per_minute
+    most = math.floor(requests_per_minute)
+    fix = (
+        f"use maxConcurrency auto or at most {most}"
+        if most >= MIN_CONCURRENCY
+        else f"the event source mapping needs at least {MIN_CONCURRENCY} workers, so only a quota of "
+        f"{MIN_CONCURRENCY} or more requests a minute avoids it"
+    )
+    return (
+        f"maxConcurrency {concurrency} is more than requests-per-minute {requests_per_minute:g}: each "
+        f"worker may call once every {interval_s:.0f} s, longer than the quota's minute, so workers "
+        f"that start together call in the same minute and the fleet runs at about half the quota; {fix}"
+    )
+
+
 def reachable_rpm(concurrency: int, latency_s: float) -> float:
     """The most requests a minute C one-call-at-a-time workers can make at L seconds a call."""
     return concurrency * 60.0 / max(latency_s, 1e-9)

@@ -1005,3 +1005,18 @@ def test_given_the_layer_bundler_then_pip_targets_lambda_arm64_and_the_runtime_s
             LAYER_REQUIREMENTS, python_version="3.14", platforms=LAYER_PLATFORMS
         ).fingerprint()
     )
+
+
+def test_given_more_workers_than_requests_per_minute_then_synth_warns_and_the_defaults_do_not(tmp_path):
+    """A fleet whose workers may call less than once a minute runs at about half the quota."""
+    from aws_cdk.assertions import Annotations, Match
+
+    from infra import build_app
+
+    assert StackConfig.from_context({}.get).warnings == ()
+    context = {**SKIP_BUNDLING, "stackName": "WarnTest", "maxConcurrency": "10", "requestsPerMinute": "5"}
+    config = StackConfig.from_context(context.get)
+    assert len(config.warnings) == 1
+    app = build_app(context, outdir=str(tmp_path))
+    stack = app.node.find_child("WarnTest")
+    Annotations.from_stack(stack).has_warning("*", Match.string_like_regexp("maxConcurrency 10 is more than"))

@@ -13,6 +13,7 @@ from lambdas.shared.contract import (
     ContractError,
     auto_concurrency,
     expected_model_latency_s,
+    oversized_fleet_note,
     parse_concurrency,
     reachable_rpm,
 )
@@ -232,3 +233,41 @@ def test_given_no_backlog_or_fast_calls_then_no_shortfall():
     _, fast, _, _ = _slow_fleet_batch(backlog=True, call_s=2.0)  # 10 x 60 / 2 = 300 >= 200
     assert fast.capacity() is not None
     assert not fast.capacity().shortfall
+
+
+# --------------------------------------------------------------------------- a fleet too large
+
+
+@pytest.mark.parametrize(("rpm", "concurrency"), [(200, 16), (100, 9), (10, 10), (5, 2)])
+def test_given_workers_that_may_call_at_least_once_a_minute_then_no_oversized_fleet_note(rpm, concurrency):
+    assert oversized_fleet_note(rpm, concurrency) is None
+
+
+def test_given_more_workers_than_requests_per_minute_then_the_note_names_the_interval_and_the_fix():
+    # Given 10 workers sharing 5 requests a minute (the measured case: about half the quota)
+    note = oversized_fleet_note(5, 10)
+    assert note is not None
+    assert "maxConcurrency 10 is more than requests-per-minute 5" in note
+    assert "once every 120 s" in note
+    assert "at most 5" in note
+    # A quota below the mapping's two workers cannot be fixed with concurrency: the note says so
+    low = oversized_fleet_note(1, 2)
+    assert low is not None
+    assert "at most" not in low
+    assert "at least 2 workers" in low
+
+
+def test_given_a_local_run_with_more_workers_than_its_quota_then_it_warns_at_the_start(tmp_path):
+    from types import SimpleNamespace
+
+    from imgcap.local.options import LocalOptions
+    from imgcap.local.runtime import _say_start
+
+    lines: list[str] = []
+    for concurrency in (10, 2):
+        options = LocalOptions(images=tmp_path, out=tmp_path / "out", rpm=5, concurrency=concurrency)
+        _say_start(SimpleNamespace(options=options, say=lines.append), files=40, batch=False)  # type: ignore[arg-type]
+    warnings = [line for line in lines if line.startswith("warning:")]
+    assert len(warnings) == 1  # only the 10-worker run
+    assert "--concurrency 10 is more than requests-per-minute 5" in warnings[0]
+    assert "use --concurrency auto or at most 5" in warnings[0]
