@@ -103,6 +103,39 @@ def _timestamps_parsed_by_fromisoformat() -> None:
     serialize._imgcap_timestamps_patched = True  # type: ignore[attr-defined]
 
 
+def _listings_from_one_snapshot() -> None:
+    """moto's S3 key store iterates a copy of its key names but then looks each one up in the live
+    store, so a key deleted by another request in between (the caption stage releases a claim while
+    the ledger lists the bucket) raised ``KeyError``: a 500 for the listing, which the client then
+    retried. Iterate the copy itself: a listing shows the bucket as it was when it began."""
+    from moto.s3 import utils
+
+    store = utils._VersionedKeyStore
+    if getattr(store, "_imgcap_snapshot_patched", False):
+        return
+
+    def items(self: Any) -> Iterator[tuple[str, Any]]:
+        for key, versions in self._self_iterable().items():
+            if versions:
+                yield key, versions[-1]
+
+    def values(self: Any) -> Iterator[Any]:
+        for _key, value in items(self):
+            yield value
+
+    def lists(self: Any) -> Iterator[tuple[str, list[Any]]]:
+        yield from self._self_iterable().items()
+
+    for names, method in (
+        (("_iteritems", "items", "iteritems"), items),
+        (("_itervalues", "values", "itervalues"), values),
+        (("_iterlists", "lists", "iterlists"), lists),
+    ):
+        for name in names:
+            setattr(store, name, method)
+    store._imgcap_snapshot_patched = True  # type: ignore[attr-defined]
+
+
 def _list_moto_modules_once() -> None:
     """moto's dispatcher lists its package directory (a listdir and a stat per service) on every
     request to find the backend; the list never changes while the process runs, so list it once.
@@ -135,6 +168,7 @@ def _serve_moto(conn: Any) -> None:
     # werkzeug logs every request to stderr; the local runtime shows its own progress instead.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     _list_moto_modules_once()
+    _listings_from_one_snapshot()
     _retention_check_in_constant_time()
     _sqs_clock_from_time()
     _timestamps_parsed_by_fromisoformat()

@@ -63,3 +63,46 @@ def test_the_sqs_clock_is_posix_time_and_a_given_datetime_still_converts(patched
     given = datetime(2026, 12, 1, 12, 0) + timedelta(seconds=1.5)
     assert models.unix_time(given) == utils.unix_time(given)
     assert models.unix_time_millis(given) == utils.unix_time_millis(given)
+
+
+class _Version(str):
+    """Stands in for moto's FakeKey: a value that the store disposes of when its key is deleted."""
+
+    def dispose(self) -> None:
+        pass
+
+
+def test_a_key_deleted_while_the_bucket_is_listed_leaves_the_listing_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from moto.s3 import utils
+
+    store_class = utils._VersionedKeyStore
+    names = ("_iteritems", "items", "iteritems", "_itervalues", "values", "itervalues")
+    names += ("_iterlists", "lists", "iterlists", "_imgcap_snapshot_patched")
+    for name in names:  # monkeypatch puts moto's own methods back after the test
+        monkeypatch.setattr(store_class, name, getattr(store_class, name, False), raising=False)
+
+    def list_while_deleting() -> list[tuple[str, str]]:
+        store = store_class()
+        for name in ("a", "b", "c"):
+            store[name] = _Version(f"object {name}")
+        listed = []
+        for key, value in store.items():
+            if key == "a":
+                store.pop("b")  # another request releases a claim mid-listing
+            listed.append((key, value))
+        return listed
+
+    # Given moto's own iteration, the deleted key fails the whole listing
+    with pytest.raises(KeyError):
+        list_while_deleting()
+    # When the patch is applied, the listing is the bucket as it was when the listing began
+    servers._listings_from_one_snapshot()
+    assert list_while_deleting() == [("a", "object a"), ("b", "object b"), ("c", "object c")]
+    store = store_class()
+    store["k"] = "v1"
+    store["k"] = "v2"  # a second version: the listing gives the newest, as moto's own does
+    assert list(store.items()) == [("k", "v2")]
+    assert list(store.values()) == ["v2"]
+    assert list(store.lists()) == [("k", ["v1", "v2"])]
