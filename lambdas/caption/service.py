@@ -65,7 +65,7 @@ from lambdas.shared.errors import ErrorCode, Rejection
 from lambdas.shared.observability import logger
 from lambdas.shared.records import ImageMessage, InvalidMessage, error_record, utc_now_iso
 from lambdas.shared.settings import CaptionSettings
-from lambdas.shared.storage import SOURCE_ETAG_META, STAGE_META, ObjectInfo, ObjectMissing, Queue, Store
+from lambdas.shared.storage import SOURCE_ETAG_META, STAGE_META, ObjectMissing, Queue, Store
 from lambdas.shared.versions import (
     Published,
     Snapshot,
@@ -73,6 +73,7 @@ from lambdas.shared.versions import (
     is_current,
     publish,
     publish_error_record,
+    version_of,
 )
 
 STAGE = "caption"
@@ -272,7 +273,7 @@ class Batch:
         if claim is None:
             # Held by another delivery or a batch job: if its caption is already there, this
             # delivery is a finished duplicate, not one to bring back.
-            if self._caption_of(message) is not None:
+            if self._has_caption(message):
                 return self._done(message, Outcome.DUPLICATE, "a caption for this ETag exists")
             job = self._submitted_job_holding(message)
             if job is not None:
@@ -298,7 +299,7 @@ class Batch:
     def _claimed(self, message: ImageMessage, delivery: Delivery) -> Result:
         """With the claim held: the duplicate checks, then the encoded image, then the call."""
         snapshot = self._w.store.head(keys.caption_key(message.source_key))
-        if snapshot is not None and snapshot.metadata.get(SOURCE_ETAG_META) == message.source_etag:
+        if version_of(snapshot) == message.source_etag:
             return self._done(message, Outcome.DUPLICATE, "a caption for this ETag exists")
         if self._has_final_error(message):
             return self._done(message, Outcome.DUPLICATE, "a caption-stage error record for this ETag exists")
@@ -547,12 +548,9 @@ class Batch:
 
     # ------------------------------------------------------------------ exactly-once
 
-    def _caption_of(self, message: ImageMessage) -> ObjectInfo | None:
-        """The caption object of this very ETag, if one is stored."""
-        info = self._w.store.head(keys.caption_key(message.source_key))
-        return (
-            info if info is not None and info.metadata.get(SOURCE_ETAG_META) == message.source_etag else None
-        )
+    def _has_caption(self, message: ImageMessage) -> bool:
+        """A caption of this very ETag is stored."""
+        return version_of(self._w.store.head(keys.caption_key(message.source_key))) == message.source_etag
 
     def _has_final_error(self, message: ImageMessage) -> bool:
         """A caption-stage ``errors/`` record for this very ETag: the outcome is already final."""
@@ -564,7 +562,7 @@ class Batch:
         return (
             info is not None
             and info.metadata.get(STAGE_META) == STAGE
-            and info.metadata.get(SOURCE_ETAG_META) == message.source_etag
+            and version_of(info) == message.source_etag
         )
 
     # ------------------------------------------------------------------ time and the queue

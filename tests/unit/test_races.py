@@ -161,11 +161,17 @@ def test_given_a_newer_rejection_written_after_the_snapshot_then_clear_stale_lea
     assert store.json(error_key) == {"new": True}
 
 
-def test_given_a_write_between_snapshot_and_put_then_publish_retries_and_sees_it_superseded():
+@pytest.mark.parametrize("older_record", [False, True], ids=["no record yet", "an older version's record"])
+def test_given_a_write_between_snapshot_and_put_then_publish_retries_and_sees_it_superseded(older_record):
+    # Given v1 current, and either no record yet or one of an older version (v0): the snapshot that
+    # v1's put is conditional on (IfNoneMatch="*" or IfMatch on the v0 record's ETag)
     store = MemoryStore()
-    v1 = store.upload(KEY, b"v1")
     out = "captions/race/pic.jpg.json"
+    if older_record:
+        store.put_json(out, {"v": 0}, metadata={"source-etag": "0ld"})
+    v1 = store.upload(KEY, b"v1")
 
+    # When, after v1's currency check and right before its put, v2 is uploaded and writes its record
     def newer_upload_writes_its_record() -> None:
         v2 = store.upload(KEY, b"v2")
         store.put_json(out, {"v": 2}, metadata={"source-etag": v2})
@@ -177,30 +183,7 @@ def test_given_a_write_between_snapshot_and_put_then_publish_retries_and_sees_it
             out, {"v": 1}, metadata={"source-etag": v1}, if_none_match=if_none_match, if_match=if_match
         )
 
-    assert publish(store, out, Version(KEY, v1), write, replace_same_version=False) is Published.SUPERSEDED
-    assert store.json(out) == {"v": 2}
-
-
-def test_given_an_older_record_when_a_newer_one_replaces_it_before_our_put_then_publish_never_overwrites_it():
-    # Given a record of an older version (v0) already stored, and v1 current
-    store = MemoryStore()
-    out = "captions/race/pic.jpg.json"
-    store.put_json(out, {"v": 0}, metadata={"source-etag": "0ld"})
-    v1 = store.upload(KEY, b"v1")
-
-    # When, after v1's currency check and right before its put, v2 is uploaded and writes its record
-    def newer_upload_replaces_the_record() -> None:
-        v2 = store.upload(KEY, b"v2")
-        store.put_json(out, {"v": 2}, metadata={"source-etag": v2})
-
-    store.on("put", out, newer_upload_replaces_the_record)
-
-    def write(if_none_match: bool, if_match: str | None) -> str:
-        return store.put_json(
-            out, {"v": 1}, metadata={"source-etag": v1}, if_none_match=if_none_match, if_match=if_match
-        )
-
-    # Then v1's put, conditional on the v0 record it saw, fails; the retry finds v1 superseded
+    # Then v1's conditional put fails, the retry finds v1 superseded, and v2's record stays
     assert publish(store, out, Version(KEY, v1), write, replace_same_version=False) is Published.SUPERSEDED
     assert store.json(out) == {"v": 2}
 
